@@ -1,0 +1,168 @@
+"""The command line: `{{ cookiecutter.project_slug }} COMMAND --help` documents each command."""
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from .config import CONFIG_FILE, PROJECT_SLUG, Config, ServingConfig, load_config
+
+# Errors whose message already says what to change: shown without a traceback.
+UserError = (ValueError, RuntimeError, FileNotFoundError)
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=CONFIG_FILE,
+    show_default=True,
+    help="Parameter file.",
+)
+
+
+def data_options(command: F) -> F:
+    """Add --config, --data and --target: they point any command at any CSV."""
+    command = click.option("--target", help="Target column. [default: from the config]")(command)
+    command = click.option(
+        "--data",
+        type=click.Path(dir_okay=False, path_type=Path, resolve_path=True),
+        help="CSV file to train on. [default: from the config]",
+    )(command)
+    return config_option(command)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors meant for the user into a one-line message and exit status 1."""
+    try:
+        yield
+    except ValidationError as error:
+        raise click.ClickException(f"Invalid configuration:\n{error}") from None
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def read_config(config_path: Path, data: Path | None, target: str | None) -> Config:
+    """Load the configuration with the command line's overrides on top."""
+    overrides = {key: value for key, value in {"path": data, "target": target}.items() if value is not None}
+    with user_errors():
+        return load_config(config_path, **({"data": overrides} if overrides else {}))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """Train, track, register, promote and serve the {{ cookiecutter.project_slug }} model."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@config_option
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+def data(config_path: Path, force: bool) -> None:
+    """Write the sample dataset to the configured data path."""
+    from .data import write_sample
+
+    config = read_config(config_path, None, None)
+    if config.data.path.exists() and not force:
+        click.echo(f"{config.data.path} exists: kept it (--force overwrites it).")
+        return
+    path = write_sample(config.data.path, config.task, config.data.target)
+    click.echo(f"Wrote {path}")
+
+
+@main.command()
+@data_options
+def train(config_path: Path, data: Path | None, target: str | None) -> None:
+    """Train a model, log it to MLflow, register it and promote it if it is better."""
+    from .train import train as run_training
+
+    config = read_config(config_path, data, target)
+    with user_errors():
+        result = run_training(config)
+    click.echo(f"Run {result.run_id}: {json.dumps(result.metrics, sort_keys=True)}")
+    status = "is now @champion" if result.promoted else "stays @challenger"
+    click.echo(f"{PROJECT_SLUG} version {result.version} {status}: {result.reason}.")
+
+
+@main.command()
+@data_options
+@click.option("--alias", default="champion", help="Evaluate the version holding this alias...")
+@click.option("--version", "version", help="...or this version number.")
+def evaluate(config_path: Path, data: Path | None, target: str | None, alias: str, version: str | None) -> None:
+    """Print a registered model's metrics on the held-out part of the data."""
+    import mlflow.sklearn
+
+    from . import tracking
+    from .data import load, split
+    from .evaluation import evaluate as score
+
+    config = read_config(config_path, data, target)
+    uri = f"models:/{PROJECT_SLUG}/{version}" if version else f"models:/{PROJECT_SLUG}@{alias}"
+    with user_errors():
+        tracking.setup()
+        model = mlflow.sklearn.load_model(uri)
+        dataset = load(config.data)
+        parts = split(dataset, config.data, config.task)
+        metrics = score(model, parts.x_test, parts.y_test, config.task, plots=False).metrics
+    click.echo(json.dumps({"model_uri": uri, **metrics}, indent=2))
+
+
+@main.command()
+@click.option("--version", "version", help="Make this version the champion.")
+@click.option("--rollback", is_flag=True, help="Give champion back to the previous champion.")
+def promote(version: str | None, rollback: bool) -> None:
+    """Move the champion alias by hand: to a version, or back (rollback)."""
+    from . import registry, tracking
+
+    if bool(version) == rollback:
+        raise click.UsageError("Pass exactly one of --version N and --rollback.")
+    with user_errors():
+        client = tracking.setup()
+        if rollback:
+            version = registry.rollback(client)
+        else:
+            assert version is not None
+            registry.promote(client, version)
+    click.echo(f"{PROJECT_SLUG} version {version} is now @champion.")
+
+
+@main.command()
+@click.option("--model-uri", help="Model to serve. [default: $MODEL_URI or models:/<slug>@champion]")
+@click.option("--host", help="Interface. [default: $HOST or 127.0.0.1]")
+@click.option("--port", type=int, help="Port. [default: $PORT or 8080]")
+def serve(model_uri: str | None, host: str | None, port: int | None) -> None:
+    """Serve the model over HTTP with MLflow's scoring protocol."""
+    import uvicorn
+
+    from .serving.app import create_app
+
+    settings = ServingConfig()
+    uvicorn.run(
+        create_app(model_uri or settings.model_uri),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level="info",
+    )
+
+
+@main.command()
+@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", "destination", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model-uri", help="Model to use. [default: $MODEL_URI or models:/<slug>@champion]")
+def predict(source: Path, destination: Path, model_uri: str | None) -> None:
+    """Add a prediction column to every row of a CSV file."""
+    from .predict import predict_csv
+
+    with user_errors():
+        count = predict_csv(model_uri or ServingConfig().model_uri, source, destination)
+    click.echo(f"Wrote {count} predictions to {destination}")

@@ -1,0 +1,104 @@
+"""Configuration: one typed object, read once from `config.toml`, then the environment."""
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# The src layout puts the project root two levels above this package.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_FILE = PROJECT_ROOT / "config.toml"
+PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
+ENV_PREFIX = "{{ cookiecutter.module_name | upper }}_"
+
+Task = Literal["classification", "regression"]
+
+
+class Section(BaseModel):
+    """A table of `config.toml`: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    """Where the data is and how it is split."""
+
+    path: Path
+    target: str
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+
+    @field_validator("path")
+    @classmethod
+    def _anchor(cls, path: Path) -> Path:
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+class EstimatorConfig(Section):
+    """The scikit-learn estimator, by import path, and its constructor arguments."""
+
+    name: str
+    params: dict[str, Any] = {}
+
+
+class PromotionConfig(Section):
+    """How a new model version is compared with the champion."""
+
+    metric: str
+    margin: float = Field(0.0, ge=0)
+
+
+class Config(BaseSettings):
+    """Every parameter of training and promotion."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        toml_file=CONFIG_FILE,
+        extra="forbid",
+    )
+
+    task: Task
+    data: DataConfig
+    estimator: EstimatorConfig
+    promotion: PromotionConfig
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Rank the sources: arguments (CLI flags), then environment, then the file."""
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_config(path: Path = CONFIG_FILE, **overrides: Any) -> Config:
+    """Read the configuration from `path`, the environment and `overrides`, in rising priority.
+
+    `overrides` are nested like the file: `load_config(data={"target": "churned"})`.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"Configuration file {path} not found: create it or pass --config.")
+
+    class FileConfig(Config):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return FileConfig(**overrides)
+
+
+class ServingConfig(BaseSettings):
+    """Where the served model comes from and where the server listens: `MODEL_URI`, `HOST`, `PORT`."""
+
+    model_uri: str = f"models:/{PROJECT_SLUG}@champion"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)

@@ -1,0 +1,102 @@
+"""Registry: register each model, promote it to @champion only if it is better, roll back.
+
+Promotion and rollback move aliases; no version is ever deleted.
+https://mlflow.org/docs/latest/ml/model-registry/#deploy-and-organize-models-with-aliases-and-tags
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow.sklearn
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from .config import PROJECT_SLUG, Config
+from .evaluation import evaluate, is_better
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+# The version that was champion before the last promotion: where rollback goes.
+PREVIOUS = "previous-champion"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The promotion gate's verdict on a new version, and why."""
+
+    promote: bool
+    reason: str
+
+
+def register(client: MlflowClient, model_uri: str) -> ModelVersion:
+    """Register a logged model as a new version and give it the `challenger` alias."""
+    model_version = mlflow.register_model(model_uri, PROJECT_SLUG)
+    client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, model_version.version)
+    return model_version
+
+
+def version_by_alias(client: MlflowClient, alias: str) -> ModelVersion | None:
+    """Return the version holding `alias`, or None if no version holds it."""
+    try:
+        return client.get_model_version_by_alias(PROJECT_SLUG, alias)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in error.message.lower():
+            return None
+        raise
+
+
+def gate(
+    client: MlflowClient,
+    candidate_metrics: dict[str, float],
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    config: Config,
+) -> Decision:
+    """Compare a candidate with the champion on the same evaluation data."""
+    metric, margin = config.promotion.metric, config.promotion.margin
+    champion = version_by_alias(client, CHAMPION)
+    if champion is None:
+        return Decision(True, "there is no champion yet")
+    if metric not in candidate_metrics:
+        return Decision(False, f"the new model has no {metric!r} on this data")
+    try:
+        champion_model: Any = mlflow.sklearn.load_model(f"models:/{PROJECT_SLUG}/{champion.version}")
+        champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[metric]
+    except Exception as error:  # noqa: BLE001 - any failure means the champion cannot score this data
+        return Decision(True, f"champion v{champion.version} cannot score this data ({error})")
+    score = candidate_metrics[metric]
+    verdict = "beats" if is_better(metric, config.task, score, champion_score, margin) else "does not beat"
+    reason = (
+        f"{metric} {score:.4f} {verdict} champion v{champion.version}'s {champion_score:.4f} "
+        f"by the margin {margin}"
+    )
+    return Decision(verdict == "beats", reason)
+
+
+def promote(client: MlflowClient, version: str) -> None:
+    """Make `version` the champion; the champion it replaces becomes `previous-champion`."""
+    try:
+        client.get_model_version(PROJECT_SLUG, version)
+    except MlflowException:
+        raise RegistryError(f"Model {PROJECT_SLUG} has no version {version}.") from None
+    current = version_by_alias(client, CHAMPION)
+    if current is not None and current.version == str(version):
+        return
+    if current is not None:
+        client.set_registered_model_alias(PROJECT_SLUG, PREVIOUS, current.version)
+    client.set_registered_model_alias(PROJECT_SLUG, CHAMPION, str(version))
+
+
+def rollback(client: MlflowClient) -> str:
+    """Give `champion` back to the previous champion; return that version."""
+    previous = version_by_alias(client, PREVIOUS)
+    if previous is None:
+        raise RegistryError("There is no previous champion to roll back to.")
+    promote(client, previous.version)
+    return str(previous.version)

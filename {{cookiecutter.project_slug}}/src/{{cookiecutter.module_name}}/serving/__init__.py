@@ -1,0 +1,1 @@
+"""Serving: the model behind an HTTP API that speaks MLflow's scoring protocol."""

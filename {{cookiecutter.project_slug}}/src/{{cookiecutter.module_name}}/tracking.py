@@ -1,0 +1,95 @@
+"""Tracking: where MLflow stores runs, what each run is tagged with, how the model is logged."""
+
+import os
+import subprocess
+from importlib.metadata import version
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+import skops.io
+from mlflow import MlflowClient
+from mlflow.models import ModelInfo, infer_signature
+
+from . import TEMPLATE_VERSION
+from .config import PROJECT_ROOT, PROJECT_SLUG
+
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
+
+# What the logged model needs to be served; pinned to the versions it was trained
+# with, so MLflow does not spend seconds inferring them on every run.
+SERVING_DISTRIBUTIONS = ["mlflow-skinny", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
+
+
+def tracking_uri() -> str:
+    """Return `MLFLOW_TRACKING_URI` if set, else the SQLite store at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def setup() -> MlflowClient:
+    """Point MLflow at the tracking store and the project's experiment, creating it if needed."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(PROJECT_SLUG) is None:
+        # A local store keeps artifacts beside it, whatever the working directory;
+        # a tracking server decides for itself.
+        location = DEFAULT_ARTIFACT_LOCATION if uri == DEFAULT_TRACKING_URI else None
+        client.create_experiment(PROJECT_SLUG, artifact_location=location)
+    mlflow.set_experiment(PROJECT_SLUG)
+    return client
+
+
+def git_state() -> tuple[str, bool]:
+    """Return the project's git commit and whether the work tree has uncommitted changes."""
+    try:
+        commit = _git("rev-parse", "HEAD")
+        dirty = bool(_git("status", "--porcelain"))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, dirty
+
+
+def _git(*args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+    )
+    return result.stdout.strip()
+
+
+def run_tags(data_sha256: str) -> dict[str, str]:
+    """Tags that tie a run to its code, its data and its template."""
+    commit, dirty = git_state()
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "data_sha256": data_sha256,
+        "template_version": TEMPLATE_VERSION,
+    }
+
+
+def serving_requirements() -> list[str]:
+    """Pin the distributions serving needs to their installed versions."""
+    return [f"{name}=={version(name)}" for name in SERVING_DISTRIBUTIONS]
+
+
+def trusted_types(model: Any) -> list[str]:
+    """List the types skops must trust to load `model`: the ones it was built from."""
+    types: list[str] = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    return types
+
+
+def log_model(model: Any, x_sample: pd.DataFrame) -> ModelInfo:
+    """Log a fitted model without pickle, with its signature, an input example and pinned requirements."""
+    example = x_sample.head(5)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(x_sample, model.predict(x_sample)),
+        input_example=example,
+        pip_requirements=serving_requirements(),
+        serialization_format="skops",
+        skops_trusted_types=trusted_types(model),
+    )

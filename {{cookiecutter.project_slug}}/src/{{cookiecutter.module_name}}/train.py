@@ -1,0 +1,84 @@
+"""Training: data -> pipeline -> fit -> evaluate -> MLflow run -> registry -> promotion gate."""
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+
+from . import data, registry, tracking
+from .config import Config
+from .evaluation import evaluate
+from .pipeline import build_pipeline, estimator_params
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+
+
+def flat_params(config: Config, estimator: dict[str, Any]) -> dict[str, Any]:
+    """Flatten the configuration and the estimator's effective parameters for `log_params`."""
+    return {
+        "task": config.task,
+        "data.path": str(config.data.path),
+        "data.target": config.data.target,
+        "data.test_size": config.data.test_size,
+        "data.seed": config.data.seed,
+        "estimator.name": config.estimator.name,
+        **{f"estimator.{key}": value for key, value in estimator.items()},
+        "promotion.metric": config.promotion.metric,
+        "promotion.margin": config.promotion.margin,
+    }
+
+
+def train(config: Config) -> TrainResult:
+    """Train, log and register a model; promote it to champion if it beats the current one.
+
+    Bad data or a bad estimator fail before any run starts. A failure inside the run
+    marks it FAILED and registers nothing.
+    """
+    dataset = data.load(config.data)
+    parts = data.split(dataset, config.data, config.task)
+    model = build_pipeline(config.estimator, config.task)
+    client = tracking.setup()
+
+    with mlflow.start_run() as run:
+        mlflow.set_tags(tracking.run_tags(dataset.sha256))
+        mlflow.log_params(flat_params(config, estimator_params(model)))
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                dataset.features.assign(**{config.data.target: dataset.target}),
+                source=dataset.path.as_uri(),
+                targets=config.data.target,
+                name=dataset.path.name,
+            ),
+            context="training",
+        )
+        mlflow.log_metrics(
+            {"rows_train": len(parts.x_train), "rows_test": len(parts.x_test), "rows_dropped": dataset.dropped_rows}
+        )
+
+        model.fit(parts.x_train, parts.y_train)
+        evaluation = evaluate(model, parts.x_test, parts.y_test, config.task)
+        mlflow.log_metrics(evaluation.metrics)
+        for name, figure in evaluation.figures.items():
+            mlflow.log_figure(figure, f"plots/{name}")
+
+        model_info = tracking.log_model(model, parts.x_train)
+        version = registry.register(client, model_info.model_uri)
+        decision = registry.gate(client, evaluation.metrics, parts.x_test, parts.y_test, config)
+        if decision.promote:
+            registry.promote(client, version.version)
+        client.set_model_version_tag(version.name, version.version, "promotion", decision.reason)
+        log.info("Version %s %s: %s.", version.version, "promoted" if decision.promote else "kept", decision.reason)
+
+    return TrainResult(run.info.run_id, version.version, decision.promote, decision.reason, evaluation.metrics)

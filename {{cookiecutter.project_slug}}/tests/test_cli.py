@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from {{ cookiecutter.module_name }}.cli import main
+from {{ cookiecutter.module_name }}.config import CONFIG_FILE, ENV_PREFIX, PROJECT_ROOT, load_config
+
+
+@pytest.mark.parametrize("command", ["data", "train", "evaluate", "promote", "serve", "predict"])
+def test_every_command_has_help(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_the_file_is_read_then_the_environment_then_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    file_value = load_config().data.test_size
+    monkeypatch.setenv(f"{ENV_PREFIX}DATA__TEST_SIZE", "0.33")
+    monkeypatch.setenv(f"{ENV_PREFIX}DATA__TARGET", "from_env")
+
+    config = load_config(data={"target": "from_cli"})
+
+    assert file_value != 0.33
+    assert config.data.test_size == 0.33
+    assert config.data.target == "from_cli"
+
+
+def test_relative_data_paths_are_anchored_at_the_project_root(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert load_config(data={"path": "data/other.csv"}).data.path == PROJECT_ROOT / "data" / "other.csv"
+
+
+def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text(CONFIG_FILE.read_text().replace("[data]", "[data]\ntargte = 'typo'"))
+
+    result = CliRunner().invoke(main, ["train", "--config", str(bad)])
+
+    assert result.exit_code == 1
+    assert "targte" in result.output
+
+
+def test_train_on_a_missing_column_says_which_columns_exist(csv_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "--data", str(csv_path), "--target", "nope"])
+
+    assert result.exit_code == 1
+    assert "'nope' is not in sample.csv" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_predict_writes_a_prediction_per_row(trained: object, csv_path: Path, tmp_path: Path) -> None:
+    output = tmp_path / "out.csv"
+
+    result = CliRunner().invoke(main, ["predict", "--input", str(csv_path), "--output", str(output)])
+
+    assert result.exit_code == 0, result.output
+    lines = output.read_text().splitlines()
+    assert lines[0].endswith(",prediction")
+    assert len(lines) == len(csv_path.read_text().splitlines())

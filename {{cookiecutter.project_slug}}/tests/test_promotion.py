@@ -1,0 +1,64 @@
+import pytest
+from mlflow import MlflowClient
+
+from {{ cookiecutter.module_name }} import registry
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.evaluation import is_better
+from {{ cookiecutter.module_name }}.train import TrainResult, train
+
+
+@pytest.mark.parametrize(
+    ("metric", "task", "candidate", "reference", "margin", "expected"),
+    [
+        ("f1", "classification", 0.90, 0.80, 0.0, True),
+        ("f1", "classification", 0.80, 0.80, 0.0, False),  # a tie keeps the champion
+        ("f1", "classification", 0.85, 0.80, 0.10, False),  # better, but not by the margin
+        ("f1", "classification", 0.91, 0.80, 0.10, True),
+        ("rmse", "regression", 1.0, 2.0, 0.0, True),  # lower is better
+        ("rmse", "regression", 2.0, 1.0, 0.0, False),
+        ("r2", "regression", 0.5, 0.4, 0.0, True),
+    ],
+)
+def test_is_better_respects_direction_and_margin(
+    metric: str, task: str, candidate: float, reference: float, margin: float, expected: bool
+) -> None:
+    assert is_better(metric, task, candidate, reference, margin) is expected  # type: ignore[arg-type]
+
+
+def aliases(client: MlflowClient) -> dict[str, str]:
+    return dict(client.get_registered_model(PROJECT_SLUG).aliases)
+
+
+def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) -> None:
+    client = MlflowClient()
+    champion = aliases(client)["champion"]
+    dummy = "sklearn.dummy.DummyClassifier" if config.task == "classification" else "sklearn.dummy.DummyRegressor"
+    worse = config.model_copy(update={"estimator": config.estimator.model_copy(update={"name": dummy, "params": {}})})
+
+    result = train(worse)
+
+    assert not result.promoted
+    assert "does not beat" in result.reason
+    assert aliases(client) == {"champion": champion, "challenger": result.version}
+    tags = client.get_model_version(PROJECT_SLUG, result.version).tags
+    assert tags["promotion"] == result.reason
+
+
+def test_promote_and_rollback_move_aliases_and_keep_versions(trained: TrainResult) -> None:
+    client = MlflowClient()
+    before = {v.version for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")}
+    champion = aliases(client)["champion"]
+    other = next(v for v in sorted(before) if v != champion)
+
+    registry.promote(client, other)
+    assert aliases(client)["champion"] == other
+    assert aliases(client)["previous-champion"] == champion
+
+    assert registry.rollback(client) == champion
+    assert aliases(client)["champion"] == champion
+    assert {v.version for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")} == before
+
+
+def test_promoting_a_missing_version_is_refused(trained: TrainResult) -> None:
+    with pytest.raises(registry.RegistryError, match="no version 999"):
+        registry.promote(MlflowClient(), "999")

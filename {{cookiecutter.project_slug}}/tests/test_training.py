@@ -1,0 +1,68 @@
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.data import sha256
+from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
+from {{ cookiecutter.module_name }}.train import TrainResult, train
+
+
+def test_training_logs_a_complete_run(trained: TrainResult, config: Config) -> None:
+    run = MlflowClient().get_run(trained.run_id)
+
+    assert run.info.status == "FINISHED"
+    assert set(GREATER_IS_BETTER[config.task]) - {"roc_auc"} <= set(run.data.metrics)
+    assert run.data.metrics["rows_dropped"] == 3
+    assert run.data.params["estimator.name"] == config.estimator.name
+    assert run.data.params["data.target"] == config.data.target
+    assert run.data.tags["data_sha256"] == sha256(config.data.path)
+    assert run.data.tags["template_version"] == TEMPLATE_VERSION
+    assert {"git_commit", "git_dirty"} <= set(run.data.tags)
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == config.data.path.name
+
+
+def test_training_logs_plots(trained: TrainResult, config: Config) -> None:
+    artifacts = {a.path for a in MlflowClient().list_artifacts(trained.run_id, "plots")}
+    expected = (
+        {"plots/confusion_matrix.png", "plots/roc_curve.png"}
+        if config.task == "classification"
+        else {"plots/predicted_vs_actual.png", "plots/residuals.png"}
+    )
+
+    assert expected <= artifacts
+
+
+def test_first_model_becomes_champion_with_its_model_files(trained: TrainResult) -> None:
+    client = MlflowClient()
+    version = client.get_model_version(PROJECT_SLUG, trained.version)
+
+    assert trained.promoted
+    assert "champion" in version.aliases
+    model = mlflow.models.get_model_info(f"models:/{PROJECT_SLUG}/{trained.version}")
+    assert model.signature is not None
+    assert model.flavors["sklearn"]["serialization_format"] == "skops"
+    requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{PROJECT_SLUG}/{trained.version}")
+    assert all("==" in line for line in open(requirements).read().split() if line)
+
+
+def test_failed_training_marks_the_run_failed_and_registers_nothing(
+    trained: TrainResult, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient()
+    versions_before = len(client.search_model_versions(f"name='{PROJECT_SLUG}'"))
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr("{{ cookiecutter.module_name }}.train.evaluate", fail)
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        train(config)
+
+    [last] = client.search_runs(
+        [client.get_experiment_by_name(PROJECT_SLUG).experiment_id], order_by=["start_time DESC"], max_results=1
+    )
+    assert last.info.status == "FAILED"
+    assert len(client.search_model_versions(f"name='{PROJECT_SLUG}'")) == versions_before
