@@ -15,7 +15,9 @@ def test_every_command_has_help(command: str) -> None:
     assert "Usage:" in result.output
 
 
-def test_the_file_is_read_then_the_environment_then_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_file_is_read_then_the_environment_then_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     file_value = load_config().data.test_size
     monkeypatch.setenv(f"{ENV_PREFIX}DATA__TEST_SIZE", "0.33")
     monkeypatch.setenv(f"{ENV_PREFIX}DATA__TARGET", "from_env")
@@ -32,7 +34,10 @@ def test_relative_data_paths_are_anchored_at_the_project_root(
 ) -> None:
     monkeypatch.chdir(tmp_path)
 
-    assert load_config(data={"path": "data/other.csv"}).data.path == PROJECT_ROOT / "data" / "other.csv"
+    assert (
+        load_config(data={"path": "data/other.csv"}).data.path
+        == PROJECT_ROOT / "data" / "other.csv"
+    )
 
 
 def test_unknown_config_key_is_an_error(tmp_path: Path) -> None:
@@ -53,10 +58,14 @@ def test_train_on_a_missing_column_says_which_columns_exist(csv_path: Path) -> N
     assert "Traceback" not in result.output
 
 
-def test_predict_writes_a_prediction_per_row(trained: object, csv_path: Path, tmp_path: Path) -> None:
+def test_predict_writes_a_prediction_per_row(
+    trained: object, csv_path: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "out.csv"
 
-    result = CliRunner().invoke(main, ["predict", "--input", str(csv_path), "--output", str(output)])
+    result = CliRunner().invoke(
+        main, ["predict", "--input", str(csv_path), "--output", str(output)]
+    )
 
     assert result.exit_code == 0, result.output
     lines = output.read_text().splitlines()

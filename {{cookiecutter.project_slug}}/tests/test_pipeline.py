@@ -42,7 +42,10 @@ def test_bad_estimator_parameter_is_named(config: Config) -> None:
 
 @pytest.mark.parametrize(
     ("task", "estimator"),
-    [("classification", "sklearn.linear_model.LinearRegression"), ("regression", "sklearn.linear_model.LogisticRegression")],
+    [
+        ("classification", "sklearn.linear_model.LinearRegression"),
+        ("regression", "sklearn.linear_model.LogisticRegression"),
+    ],
 )
 def test_estimator_of_the_wrong_task_is_refused(task: str, estimator: str) -> None:
     with pytest.raises(EstimatorError, match=f"not a {task} estimator"):
@@ -51,7 +54,9 @@ def test_estimator_of_the_wrong_task_is_refused(task: str, estimator: str) -> No
 
 def test_string_labels_round_trip() -> None:
     frame = make_frame("classification").dropna(subset=[TARGET])
-    model = build_pipeline(EstimatorConfig(name="sklearn.linear_model.LogisticRegression"), "classification")
+    model = build_pipeline(
+        EstimatorConfig(name="sklearn.linear_model.LogisticRegression"), "classification"
+    )
     model.fit(frame.drop(columns=TARGET), frame[TARGET])
 
     assert list(model.classes_) == ["no", "yes"]

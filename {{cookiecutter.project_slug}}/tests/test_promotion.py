@@ -26,14 +26,21 @@ def test_is_better_respects_direction_and_margin(
 
 
 def aliases(client: MlflowClient) -> dict[str, str]:
-    return dict(client.get_registered_model(PROJECT_SLUG).aliases)
+    model = client.get_registered_model(PROJECT_SLUG)
+    return {alias: str(version) for alias, version in model.aliases.items()}
 
 
 def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) -> None:
     client = MlflowClient()
     champion = aliases(client)["champion"]
-    dummy = "sklearn.dummy.DummyClassifier" if config.task == "classification" else "sklearn.dummy.DummyRegressor"
-    worse = config.model_copy(update={"estimator": config.estimator.model_copy(update={"name": dummy, "params": {}})})
+    dummy = (
+        "sklearn.dummy.DummyClassifier"
+        if config.task == "classification"
+        else "sklearn.dummy.DummyRegressor"
+    )
+    worse = config.model_copy(
+        update={"estimator": config.estimator.model_copy(update={"name": dummy, "params": {}})}
+    )
 
     result = train(worse)
 
@@ -46,7 +53,7 @@ def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) ->
 
 def test_promote_and_rollback_move_aliases_and_keep_versions(trained: TrainResult) -> None:
     client = MlflowClient()
-    before = {v.version for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")}
+    before = {str(v.version) for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")}
     champion = aliases(client)["champion"]
     other = next(v for v in sorted(before) if v != champion)
 
@@ -56,7 +63,9 @@ def test_promote_and_rollback_move_aliases_and_keep_versions(trained: TrainResul
 
     assert registry.rollback(client) == champion
     assert aliases(client)["champion"] == champion
-    assert {v.version for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")} == before
+    assert {
+        str(v.version) for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")
+    } == before
 
 
 def test_promoting_a_missing_version_is_refused(trained: TrainResult) -> None:

@@ -13,7 +13,9 @@ from {{ cookiecutter.module_name }}.train import TrainResult
 
 @pytest.fixture(scope="module")
 def client(trained: TrainResult) -> Iterator[TestClient]:
-    with TestClient(create_app(f"models:/{PROJECT_SLUG}@champion"), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(f"models:/{PROJECT_SLUG}@champion"), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -25,7 +27,9 @@ def rows(config: Config) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def expected(trained: TrainResult, rows: pd.DataFrame) -> list[object]:
     model = mlflow.pyfunc.load_model(f"models:/{PROJECT_SLUG}/{trained.version}")
-    return list(model.predict(rows))
+    # Training turns integer columns into floats; the server's parser does the same.
+    integers = rows.select_dtypes("integer").columns
+    return list(model.predict(rows.astype(dict.fromkeys(integers, "float64"))))
 
 
 def records(rows: pd.DataFrame) -> list[dict[str, object]]:
@@ -40,13 +44,18 @@ def test_health_and_version(client: TestClient, trained: TrainResult) -> None:
     assert version["model_version"] == trained.version
 
 
-@pytest.mark.parametrize("payload_format", ["dataframe_split", "dataframe_records", "instances", "inputs"])
+@pytest.mark.parametrize(
+    "payload_format", ["dataframe_split", "dataframe_records", "instances", "inputs"]
+)
 def test_each_json_format_returns_the_model_predictions(
     client: TestClient, rows: pd.DataFrame, expected: list[object], payload_format: str
 ) -> None:
     data = records(rows)
     payload = {
-        "dataframe_split": {"columns": list(rows.columns), "data": [list(r.values()) for r in data]},
+        "dataframe_split": {
+            "columns": list(rows.columns),
+            "data": [list(r.values()) for r in data],
+        },
         "dataframe_records": data,
         "instances": data,
         "inputs": {column: [r[column] for r in data] for column in rows.columns},
@@ -58,8 +67,12 @@ def test_each_json_format_returns_the_model_predictions(
     assert response.json() == {"predictions": expected}
 
 
-def test_csv_returns_the_model_predictions(client: TestClient, rows: pd.DataFrame, expected: list[object]) -> None:
-    response = client.post("/invocations", content=rows.to_csv(index=False), headers={"content-type": "text/csv"})
+def test_csv_returns_the_model_predictions(
+    client: TestClient, rows: pd.DataFrame, expected: list[object]
+) -> None:
+    response = client.post(
+        "/invocations", content=rows.to_csv(index=False), headers={"content-type": "text/csv"}
+    )
 
     assert response.status_code == 200, response.text
     assert response.json() == {"predictions": expected}
@@ -67,7 +80,9 @@ def test_csv_returns_the_model_predictions(client: TestClient, rows: pd.DataFram
 
 def test_missing_column_is_named(client: TestClient, rows: pd.DataFrame) -> None:
     column = rows.columns[0]
-    response = client.post("/invocations", json={"dataframe_records": records(rows.drop(columns=column))})
+    response = client.post(
+        "/invocations", json={"dataframe_records": records(rows.drop(columns=column))}
+    )
 
     assert response.status_code == 400
     assert column in response.json()["message"]

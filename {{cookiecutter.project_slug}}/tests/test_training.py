@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow import MlflowClient
@@ -45,7 +47,7 @@ def test_first_model_becomes_champion_with_its_model_files(trained: TrainResult)
     assert model.signature is not None
     assert model.flavors["sklearn"]["serialization_format"] == "skops"
     requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{PROJECT_SLUG}/{trained.version}")
-    assert all("==" in line for line in open(requirements).read().split() if line)
+    assert all("==" in line for line in Path(requirements).read_text().split())
 
 
 def test_failed_training_marks_the_run_failed_and_registers_nothing(
@@ -62,7 +64,9 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
         train(config)
 
     [last] = client.search_runs(
-        [client.get_experiment_by_name(PROJECT_SLUG).experiment_id], order_by=["start_time DESC"], max_results=1
+        [client.get_experiment_by_name(PROJECT_SLUG).experiment_id],
+        order_by=["start_time DESC"],
+        max_results=1,
     )
     assert last.info.status == "FAILED"
     assert len(client.search_model_versions(f"name='{PROJECT_SLUG}'")) == versions_before

@@ -50,7 +50,9 @@ def user_errors() -> Iterator[None]:
 
 def read_config(config_path: Path, data: Path | None, target: str | None) -> Config:
     """Load the configuration with the command line's overrides on top."""
-    overrides = {key: value for key, value in {"path": data, "target": target}.items() if value is not None}
+    overrides = {
+        key: value for key, value in {"path": data, "target": target}.items() if value is not None
+    }
     with user_errors():
         return load_config(config_path, **({"data": overrides} if overrides else {}))
 
@@ -98,7 +100,9 @@ def train(config_path: Path, data: Path | None, target: str | None) -> None:
 @data_options
 @click.option("--alias", default="champion", help="Evaluate the version holding this alias...")
 @click.option("--version", "version", help="...or this version number.")
-def evaluate(config_path: Path, data: Path | None, target: str | None, alias: str, version: str | None) -> None:
+def evaluate(
+    config_path: Path, data: Path | None, target: str | None, alias: str, version: str | None
+) -> None:
     """Print a registered model's metrics on the held-out part of the data."""
     import mlflow.sklearn
 
@@ -137,7 +141,9 @@ def promote(version: str | None, rollback: bool) -> None:
 
 
 @main.command()
-@click.option("--model-uri", help="Model to serve. [default: $MODEL_URI or models:/<slug>@champion]")
+@click.option(
+    "--model-uri", help="Model to serve. [default: $MODEL_URI or models:/<slug>@champion]"
+)
 @click.option("--host", help="Interface. [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port. [default: $PORT or 8080]")
 def serve(model_uri: str | None, host: str | None, port: int | None) -> None:
@@ -156,8 +162,12 @@ def serve(model_uri: str | None, host: str | None, port: int | None) -> None:
 
 
 @main.command()
-@click.option("--input", "source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--output", "destination", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--input", "source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--output", "destination", required=True, type=click.Path(dir_okay=False, path_type=Path)
+)
 @click.option("--model-uri", help="Model to use. [default: $MODEL_URI or models:/<slug>@champion]")
 def predict(source: Path, destination: Path, model_uri: str | None) -> None:
     """Add a prediction column to every row of a CSV file."""

@@ -31,7 +31,7 @@ class DataConfig(Section):
 
     path: Path
     target: str
-    test_size: float = Field(0.2, gt=0, lt=1)
+    test_size: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
 
     @field_validator("path")
@@ -51,7 +51,7 @@ class PromotionConfig(Section):
     """How a new model version is compared with the champion."""
 
     metric: str
-    margin: float = Field(0.0, ge=0)
+    margin: float = Field(default=0.0, ge=0)
 
 
 class Config(BaseSettings):
@@ -97,8 +97,8 @@ def load_config(path: Path = CONFIG_FILE, **overrides: Any) -> Config:
 
 
 class ServingConfig(BaseSettings):
-    """Where the served model comes from and where the server listens: `MODEL_URI`, `HOST`, `PORT`."""
+    """The served model and where to listen: `MODEL_URI`, `HOST`, `PORT`."""
 
     model_uri: str = f"models:/{PROJECT_SLUG}@champion"
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(default=8080, ge=1, le=65535)

@@ -67,7 +67,9 @@ def load(config: DataConfig) -> Dataset:
         log.warning("Dropped %d rows whose target %r is missing.", dropped, config.target)
     frame = frame.loc[~missing].reset_index(drop=True)
     if len(frame) < 10:
-        raise DataError(f"{config.path.name} has {len(frame)} usable rows: training needs at least 10.")
+        raise DataError(
+            f"{config.path.name} has {len(frame)} usable rows: training needs at least 10."
+        )
     features = frame.drop(columns=config.target)
     if features.empty:
         raise DataError(f"{config.path.name} has no feature column besides {config.target!r}.")

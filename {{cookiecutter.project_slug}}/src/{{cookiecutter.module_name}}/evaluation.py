@@ -12,7 +12,13 @@ from .config import Task
 
 # Whether a larger value is better, for each metric the promotion gate may use.
 GREATER_IS_BETTER = {
-    "classification": {"accuracy": True, "f1": True, "precision": True, "recall": True, "roc_auc": True},
+    "classification": {
+        "accuracy": True,
+        "f1": True,
+        "precision": True,
+        "recall": True,
+        "roc_auc": True,
+    },
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
 
@@ -26,26 +32,38 @@ class Evaluation:
 
 
 def is_better(metric: str, task: Task, candidate: float, reference: float, margin: float) -> bool:
-    """Tell whether `candidate` improves on `reference` by more than nothing and at least `margin`."""
-    improvement = candidate - reference if GREATER_IS_BETTER[task][metric] else reference - candidate
+    """Tell whether `candidate` beats `reference`: strictly, and by at least `margin`."""
+    improvement = (
+        candidate - reference if GREATER_IS_BETTER[task][metric] else reference - candidate
+    )
     return improvement > 0 and improvement >= margin
 
 
-def evaluate(model: Any, x: pd.DataFrame, y: pd.Series, task: Task, plots: bool = True) -> Evaluation:
+def evaluate(
+    model: Any, x: pd.DataFrame, y: pd.Series, task: Task, plots: bool = True
+) -> Evaluation:
     """Score a fitted model; with `plots`, draw the task's figures too."""
     predicted = model.predict(x)
     if task == "regression":
         return _regression(np.asarray(y, dtype=float), np.asarray(predicted, dtype=float), plots)
     probabilities = model.predict_proba(x) if hasattr(model, "predict_proba") else None
-    return _classification(np.asarray(y), np.asarray(predicted), probabilities, list(model.classes_), plots)
+    return _classification(
+        np.asarray(y), np.asarray(predicted), probabilities, list(model.classes_), plots
+    )
 
 
 def _classification(
-    y: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray | None, classes: list[Any], plots: bool
+    y: np.ndarray,
+    predicted: np.ndarray,
+    probabilities: np.ndarray | None,
+    classes: list[Any],
+    plots: bool,
 ) -> Evaluation:
     binary = len(classes) == 2
     # Binary: the positive class is classes[1], the one predict_proba scores in column 1.
-    average: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    average: dict[str, Any] = (
+        {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    )
     scores = {
         "accuracy": metrics.accuracy_score(y, predicted),
         "f1": metrics.f1_score(y, predicted, zero_division=0, **average),
@@ -57,17 +75,25 @@ def _classification(
         if binary:
             scores["roc_auc"] = metrics.roc_auc_score(y == classes[1], probabilities[:, 1])
         else:
-            scores["roc_auc"] = metrics.roc_auc_score(y, probabilities, multi_class="ovr", labels=classes)
+            scores["roc_auc"] = metrics.roc_auc_score(
+                y, probabilities, multi_class="ovr", labels=classes
+            )
     evaluation = Evaluation({name: float(value) for name, value in scores.items()})
     if plots:
         figure = Figure(figsize=(6, 5), layout="constrained")
-        metrics.ConfusionMatrixDisplay.from_predictions(y, predicted, labels=classes, ax=figure.subplots())
+        metrics.ConfusionMatrixDisplay.from_predictions(
+            y, predicted, labels=classes, ax=figure.subplots()
+        )
         evaluation.figures["confusion_matrix.png"] = figure
         if "roc_auc" in scores and probabilities is not None:
             figure = Figure(figsize=(6, 5), layout="constrained")
             axes = figure.subplots()
-            for index, label in enumerate(classes[1:] if binary else classes, start=1 if binary else 0):
-                metrics.RocCurveDisplay.from_predictions(y == label, probabilities[:, index], name=str(label), ax=axes)
+            for index, label in enumerate(
+                classes[1:] if binary else classes, start=1 if binary else 0
+            ):
+                metrics.RocCurveDisplay.from_predictions(
+                    y == label, probabilities[:, index], name=str(label), ax=axes
+                )
             evaluation.figures["roc_curve.png"] = figure
     return evaluation
 
@@ -80,8 +106,13 @@ def _regression(y: np.ndarray, predicted: np.ndarray, plots: bool) -> Evaluation
     }
     evaluation = Evaluation({name: float(value) for name, value in scores.items()})
     if plots:
-        for kind, name in [("actual_vs_predicted", "predicted_vs_actual.png"), ("residual_vs_predicted", "residuals.png")]:
+        for kind, name in [
+            ("actual_vs_predicted", "predicted_vs_actual.png"),
+            ("residual_vs_predicted", "residuals.png"),
+        ]:
             figure = Figure(figsize=(6, 5), layout="constrained")
-            metrics.PredictionErrorDisplay.from_predictions(y, predicted, kind=kind, ax=figure.subplots())
+            metrics.PredictionErrorDisplay.from_predictions(
+                y, predicted, kind=kind, ax=figure.subplots()
+            )
             evaluation.figures[name] = figure
     return evaluation

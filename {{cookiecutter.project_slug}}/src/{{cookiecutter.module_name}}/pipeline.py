@@ -30,10 +30,14 @@ def build_estimator(config: EstimatorConfig, task: Task) -> BaseEstimator:
     try:
         estimator = estimator_class(**config.params)
     except TypeError as error:
-        raise EstimatorError(f"Estimator parameters {config.params} do not fit {config.name}: {error}") from None
+        raise EstimatorError(
+            f"Estimator parameters {config.params} do not fit {config.name}: {error}"
+        ) from None
     fits_task = is_classifier(estimator) if task == "classification" else is_regressor(estimator)
     if not fits_task:
-        raise EstimatorError(f"{config.name} is not a {task} estimator: choose one, or change `task`.")
+        raise EstimatorError(
+            f"{config.name} is not a {task} estimator: choose one, or change `task`."
+        )
     return estimator
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import mlflow
-import pandas as pd
+from mlflow.pyfunc.scoring_server import parse_csv_input
 
 from .tracking import tracking_uri
 
@@ -14,8 +14,10 @@ def predict_csv(model_uri: str, source: Path, destination: Path) -> int:
     """Write `source`'s rows with a `prediction` column to `destination`; return the row count."""
     mlflow.set_tracking_uri(tracking_uri())
     model = mlflow.pyfunc.load_model(model_uri)
-    frame = pd.read_csv(source)
-    # The model's signature selects and checks the columns it needs; others are kept as they are.
+    # Parsed as the server parses text/csv: columns take the types of the model's signature.
+    schema = model.metadata.get_input_schema()
+    with source.open() as file:
+        frame = parse_csv_input(file, schema=schema)
     predictions = model.predict(frame)
     destination.parent.mkdir(parents=True, exist_ok=True)
     frame.assign(**{PREDICTION_COLUMN: predictions}).to_csv(destination, index=False)

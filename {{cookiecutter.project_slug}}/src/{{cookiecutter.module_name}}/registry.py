@@ -37,7 +37,7 @@ class Decision:
 def register(client: MlflowClient, model_uri: str) -> ModelVersion:
     """Register a logged model as a new version and give it the `challenger` alias."""
     model_version = mlflow.register_model(model_uri, PROJECT_SLUG)
-    client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, model_version.version)
+    client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, str(model_version.version))
     return model_version
 
 
@@ -66,12 +66,20 @@ def gate(
     if metric not in candidate_metrics:
         return Decision(False, f"the new model has no {metric!r} on this data")
     try:
-        champion_model: Any = mlflow.sklearn.load_model(f"models:/{PROJECT_SLUG}/{champion.version}")
-        champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[metric]
-    except Exception as error:  # noqa: BLE001 - any failure means the champion cannot score this data
+        champion_model: Any = mlflow.sklearn.load_model(
+            f"models:/{PROJECT_SLUG}/{champion.version}"
+        )
+        champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[
+            metric
+        ]
+    except Exception as error:
         return Decision(True, f"champion v{champion.version} cannot score this data ({error})")
     score = candidate_metrics[metric]
-    verdict = "beats" if is_better(metric, config.task, score, champion_score, margin) else "does not beat"
+    verdict = (
+        "beats"
+        if is_better(metric, config.task, score, champion_score, margin)
+        else "does not beat"
+    )
     reason = (
         f"{metric} {score:.4f} {verdict} champion v{champion.version}'s {champion_score:.4f} "
         f"by the margin {margin}"
@@ -86,10 +94,10 @@ def promote(client: MlflowClient, version: str) -> None:
     except MlflowException:
         raise RegistryError(f"Model {PROJECT_SLUG} has no version {version}.") from None
     current = version_by_alias(client, CHAMPION)
-    if current is not None and current.version == str(version):
+    if current is not None and str(current.version) == str(version):
         return
     if current is not None:
-        client.set_registered_model_alias(PROJECT_SLUG, PREVIOUS, current.version)
+        client.set_registered_model_alias(PROJECT_SLUG, PREVIOUS, str(current.version))
     client.set_registered_model_alias(PROJECT_SLUG, CHAMPION, str(version))
 
 
@@ -98,5 +106,5 @@ def rollback(client: MlflowClient) -> str:
     previous = version_by_alias(client, PREVIOUS)
     if previous is None:
         raise RegistryError("There is no previous champion to roll back to.")
-    promote(client, previous.version)
+    promote(client, str(previous.version))
     return str(previous.version)

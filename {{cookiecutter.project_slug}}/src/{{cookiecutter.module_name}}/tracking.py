@@ -2,7 +2,9 @@
 
 import os
 import subprocess
+import warnings
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -10,7 +12,9 @@ import mlflow.sklearn
 import pandas as pd
 import skops.io
 from mlflow import MlflowClient
-from mlflow.models import ModelInfo, infer_signature
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 from . import TEMPLATE_VERSION
 from .config import PROJECT_ROOT, PROJECT_SLUG
@@ -82,14 +86,23 @@ def trusted_types(model: Any) -> list[str]:
 
 
 def log_model(model: Any, x_sample: pd.DataFrame) -> ModelInfo:
-    """Log a fitted model without pickle, with its signature, an input example and pinned requirements."""
-    example = x_sample.head(5)
-    return mlflow.sklearn.log_model(
+    """Log a fitted model without pickle, with signature, input example and pinned requirements."""
+    info: ModelInfo = mlflow.sklearn.log_model(
         model,
         name="model",
         signature=infer_signature(x_sample, model.predict(x_sample)),
-        input_example=example,
+        input_example=x_sample.head(5),
         pip_requirements=serving_requirements(),
         serialization_format="skops",
         skops_trusted_types=trusted_types(model),
     )
+    return info
+
+
+def log_dataset(frame: pd.DataFrame, path: Path, target: str) -> None:
+    """Log the training data as the run's input: its source, schema, size and digest."""
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and warns that the two are ambiguous.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        dataset = from_pandas(frame, source=path.as_uri(), targets=target, name=path.name)
+    mlflow.log_input(dataset, context="training")

@@ -54,17 +54,17 @@ def train(config: Config) -> TrainResult:
     with mlflow.start_run() as run:
         mlflow.set_tags(tracking.run_tags(dataset.sha256))
         mlflow.log_params(flat_params(config, estimator_params(model)))
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                dataset.features.assign(**{config.data.target: dataset.target}),
-                source=dataset.path.as_uri(),
-                targets=config.data.target,
-                name=dataset.path.name,
-            ),
-            context="training",
+        tracking.log_dataset(
+            dataset.features.assign(**{config.data.target: dataset.target}),
+            dataset.path,
+            config.data.target,
         )
         mlflow.log_metrics(
-            {"rows_train": len(parts.x_train), "rows_test": len(parts.x_test), "rows_dropped": dataset.dropped_rows}
+            {
+                "rows_train": len(parts.x_train),
+                "rows_test": len(parts.x_test),
+                "rows_dropped": dataset.dropped_rows,
+            }
         )
 
         model.fit(parts.x_train, parts.y_train)
@@ -77,8 +77,17 @@ def train(config: Config) -> TrainResult:
         version = registry.register(client, model_info.model_uri)
         decision = registry.gate(client, evaluation.metrics, parts.x_test, parts.y_test, config)
         if decision.promote:
-            registry.promote(client, version.version)
-        client.set_model_version_tag(version.name, version.version, "promotion", decision.reason)
-        log.info("Version %s %s: %s.", version.version, "promoted" if decision.promote else "kept", decision.reason)
+            registry.promote(client, str(version.version))
+        client.set_model_version_tag(
+            version.name, str(version.version), "promotion", decision.reason
+        )
+        log.info(
+            "Version %s %s: %s.",
+            version.version,
+            "promoted" if decision.promote else "kept",
+            decision.reason,
+        )
 
-    return TrainResult(run.info.run_id, version.version, decision.promote, decision.reason, evaluation.metrics)
+    return TrainResult(
+        run.info.run_id, str(version.version), decision.promote, decision.reason, evaluation.metrics
+    )

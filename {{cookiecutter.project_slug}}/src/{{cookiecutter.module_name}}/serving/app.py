@@ -25,7 +25,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    generate_latest,
+)
 
 from .. import __version__
 from ..config import ServingConfig
@@ -36,6 +43,7 @@ log = logging.getLogger(__name__)
 PAYLOAD_FORMATS = {"dataframe_split", "dataframe_records", "instances", "inputs"}
 # The protocol's optional inference parameters, passed beside the data.
 PAYLOAD_EXTRAS = {"params"}
+FORMATS = ", ".join(sorted(PAYLOAD_FORMATS))
 
 INVOCATIONS_BODY = {
     "required": True,
@@ -56,7 +64,12 @@ INVOCATIONS_BODY = {
                 },
             }
         },
-        "text/csv": {"schema": {"type": "string", "description": "A header row, then one row per prediction."}},
+        "text/csv": {
+            "schema": {
+                "type": "string",
+                "description": "A header row, then one row per prediction.",
+            }
+        },
     },
 }
 
@@ -88,7 +101,7 @@ def load_model(uri: str) -> Served:
         name, _, ref = uri.removeprefix("models:/").partition("@")
         client = MlflowClient()
         if ref:
-            version = client.get_model_version_by_alias(name, ref).version
+            version = str(client.get_model_version_by_alias(name, ref).version)
         else:
             name, _, version = name.partition("/")
     return Served(model, uri, name, version)
@@ -96,21 +109,23 @@ def load_model(uri: str) -> Served:
 
 def parse(body: bytes, content_type: str, model: PyFuncModel) -> pd.DataFrame:
     """Turn a request body into the model's input frame, or raise PayloadError."""
-    schema = model.metadata.get_input_schema()
+    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    frame: pd.DataFrame
     try:
         if content_type == "text/csv":
             frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)
         elif content_type == "application/json":
             payload = json.loads(body)
             if not isinstance(payload, dict):
-                raise PayloadError(f"The JSON body must be an object with one of the keys {sorted(PAYLOAD_FORMATS)}.")
+                raise PayloadError(f"The JSON body must be an object with one of {FORMATS}.")
             unknown = set(payload) - PAYLOAD_FORMATS - PAYLOAD_EXTRAS
             if unknown:
-                raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {sorted(PAYLOAD_FORMATS)}.")
+                raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {FORMATS}.")
             frame = infer_and_parse_data(payload, schema=schema)
         else:
             raise PayloadError(
-                f"Content type {content_type or 'none'!r} is not supported: send application/json or text/csv.",
+                f"Content type {content_type or 'none'!r} is not supported: "
+                "send application/json or text/csv.",
                 status=415,
             )
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -150,7 +165,9 @@ def create_app(model_uri: str | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         served = await run_in_threadpool(load_model, uri)
         state["served"] = served
-        model_info.info({"uri": served.uri, "name": served.name or "", "version": served.version or ""})
+        model_info.info(
+            {"uri": served.uri, "name": served.name or "", "version": served.version or ""}
+        )
         log.info("Serving %s (version %s).", served.uri, served.version)
         yield
 
