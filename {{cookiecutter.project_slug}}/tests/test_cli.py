@@ -4,7 +4,12 @@ import pytest
 from click.testing import CliRunner
 
 from {{ cookiecutter.module_name }}.cli import main
-from {{ cookiecutter.module_name }}.config import CONFIG_FILE, ENV_PREFIX, PROJECT_ROOT, load_config
+from {{ cookiecutter.module_name }}.config import (
+    CONFIG_FILE,
+    ENV_PREFIX,
+    PROJECT_ROOT,
+    load_config,
+)
 
 
 @pytest.mark.parametrize("command", ["data", "train", "evaluate", "promote", "serve", "predict"])

@@ -5,7 +5,13 @@ import pytest
 from conftest import TARGET
 
 from {{ cookiecutter.module_name }}.config import Config, DataConfig
-from {{ cookiecutter.module_name }}.data import DataError, load, sha256, split, write_sample
+from {{ cookiecutter.module_name }}.data import (
+    DataError,
+    load,
+    sha256,
+    split,
+    write_sample,
+)
 
 
 def test_load_drops_rows_without_target_and_counts_them(config: Config) -> None:

@@ -32,6 +32,9 @@ def expected(trained: TrainResult, rows: pd.DataFrame) -> list[object]:
     return list(model.predict(rows.astype(dict.fromkeys(integers, "float64"))))
 
 
+JSON = {"content-type": "application/json"}
+
+
 def records(rows: pd.DataFrame) -> list[dict[str, object]]:
     # JSON has no NaN: a missing value travels as null.
     return rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
@@ -102,10 +105,11 @@ def test_value_of_the_wrong_type_names_the_column(client: TestClient, rows: pd.D
 @pytest.mark.parametrize(
     ("body", "headers", "status", "says"),
     [
-        ("{not json", {"content-type": "application/json"}, 400, "not valid"),
-        ("[1, 2]", {"content-type": "application/json"}, 400, "must be an object"),
-        ('{"rows": []}', {"content-type": "application/json"}, 400, "Unknown keys ['rows']"),
-        ('{"dataframe_records": []}', {"content-type": "application/json"}, 400, "no rows"),
+        ("{not json", JSON, 400, "not valid"),
+        ("[1, 2]", JSON, 400, "must be an object"),
+        ('{"rows": []}', JSON, 400, "Unknown keys ['rows']"),
+        ('{"inputs": {"a": [1, 2], "b": [1]}}', JSON, 400, "same number"),
+        ('{"dataframe_records": []}', JSON, 400, "no rows"),
         ("a=1", {"content-type": "application/x-www-form-urlencoded"}, 415, "not supported"),
         (b"\xff\xfe", {"content-type": "text/csv"}, 400, "not valid"),
     ],

@@ -1,4 +1,4 @@
-"""{{ cookiecutter.project_slug }}: train, track, register and serve a scikit-learn model."""
+"""Train, track, register and serve a scikit-learn model."""
 
 from importlib.metadata import version
 

@@ -1,4 +1,4 @@
-"""The command line: `{{ cookiecutter.project_slug }} COMMAND --help` documents each command."""
+"""The command line: every command documents itself with --help."""
 
 import json
 import logging
@@ -60,7 +60,7 @@ def read_config(config_path: Path, data: Path | None, target: str | None) -> Con
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
-    """Train, track, register, promote and serve the {{ cookiecutter.project_slug }} model."""
+    """Train, track, register, promote and serve the model."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

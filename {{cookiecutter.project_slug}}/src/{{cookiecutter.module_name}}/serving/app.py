@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 
 from .. import __version__
-from ..config import ServingConfig
+from ..config import PROJECT_SLUG, ServingConfig
 from ..tracking import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,27 @@ def load_model(uri: str) -> Served:
     return Served(model, uri, name, version)
 
 
+def as_records(payload: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite table-shaped `instances` and `inputs` as `dataframe_records`.
+
+    MLflow parses those two keys as tensors, which turns a missing string value
+    (null) into the string "None" and silently changes the prediction. Rows
+    (a list of objects) and columns (an object of equal-length lists) are tables:
+    the dataframe parser keeps their missing values missing.
+    """
+    key = "instances" if "instances" in payload else "inputs"
+    data = payload.get(key)
+    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        rows = data
+    elif isinstance(data, dict) and data and all(isinstance(c, list) for c in data.values()):
+        if len({len(c) for c in data.values()}) != 1:
+            raise PayloadError(f"The columns of {key!r} must all have the same number of values.")
+        rows = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    else:
+        return payload
+    return {**{k: v for k, v in payload.items() if k != key}, "dataframe_records": rows}
+
+
 def parse(body: bytes, content_type: str, model: PyFuncModel) -> pd.DataFrame:
     """Turn a request body into the model's input frame, or raise PayloadError."""
     schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
@@ -121,7 +142,7 @@ def parse(body: bytes, content_type: str, model: PyFuncModel) -> pd.DataFrame:
             unknown = set(payload) - PAYLOAD_FORMATS - PAYLOAD_EXTRAS
             if unknown:
                 raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {FORMATS}.")
-            frame = infer_and_parse_data(payload, schema=schema)
+            frame = infer_and_parse_data(as_records(payload), schema=schema)
         else:
             raise PayloadError(
                 f"Content type {content_type or 'none'!r} is not supported: "
@@ -171,7 +192,7 @@ def create_app(model_uri: str | None = None) -> FastAPI:
         log.info("Serving %s (version %s).", served.uri, served.version)
         yield
 
-    app = FastAPI(title="{{ cookiecutter.project_slug }}", version=__version__, lifespan=lifespan)
+    app = FastAPI(title=PROJECT_SLUG, version=__version__, lifespan=lifespan)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,0 +1,36 @@
+# The template's own tasks. `make` alone lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+UV ?= uv
+RUN := $(UV) run --locked
+DEMO_DIR ?= demo
+PORT ?= 8080
+
+.PHONY: help install test test-static lint demo lock clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: ## Create .venv with the template's pinned dev tools
+	$(UV) sync --locked
+
+test: install ## Run every tier of the template's tests
+	$(RUN) pytest -n 2 --dist loadgroup
+
+test-static: install ## Run the fast static tier only
+	$(RUN) pytest -n 2 tests/test_static.py
+
+lint: install ## Lint the template's own code
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+demo: install ## Bake the defaults into ./demo, install, train, serve and print one prediction
+	bash scripts/demo.sh "$(DEMO_DIR)" "$(PORT)"
+
+lock: install ## Refresh the generated project's uv.lock after editing its pyproject.toml
+	$(RUN) python scripts/update_lock.py
+
+clean: ## Remove the demo project and caches
+	rm -rf "$(DEMO_DIR)" .pytest_cache .ruff_cache

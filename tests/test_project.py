@@ -1,0 +1,178 @@
+"""Project tier: baked projects install, pass their own checks, train, register and serve.
+
+Each project runs exactly what its README and CI run: make targets, in a fresh
+uv environment (uv's cache is shared, so installs after the first are fast).
+"""
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import bake, clean_env, require_tier, run, which
+from mlflow import MlflowClient
+
+pytestmark = pytest.mark.project
+
+PROJECTS = {
+    "defaults": {},
+    "regression": {"project_name": "Prévision Énergie", "task": "regression", "python_version": "3.13"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module", params=list(PROJECTS), ids=lambda name: f"project:{name}")
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baked project, committed to git, through `make install lint test data train`."""
+    require_tier("project", which("uv", "make", "git"))
+    path = bake(tmp_path_factory.mktemp("project"), **PROJECTS[request.param])
+    run(["git", "init", "-q"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Bake"], path)
+    for target in ["install", "lint", "test", "data", "train"]:
+        run(["make", target], path)
+    return path
+
+
+def client(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def slug(project: Path) -> str:
+    return project.name
+
+
+def test_training_is_tracked_and_registered(project: Path) -> None:
+    mlflow = client(project)
+    experiment = mlflow.get_experiment_by_name(slug(project))
+    [run_] = mlflow.search_runs([experiment.experiment_id])
+    config = (project / "config.toml").read_text()
+    head = run(["git", "rev-parse", "HEAD"], project).strip()
+
+    assert run_.info.status == "FINISHED"
+    expected_metrics = {"accuracy", "f1", "roc_auc"} if 'task = "classification"' in config else {"rmse", "mae", "r2"}
+    assert expected_metrics <= set(run_.data.metrics)
+    assert run_.data.params["estimator.n_estimators"] == "100"
+    assert run_.data.tags["git_commit"] == head
+    assert run_.data.tags["git_dirty"] == "false"
+    assert len(run_.data.tags["data_sha256"]) == 64
+    assert run_.data.tags["template_version"]
+    [dataset] = run_.inputs.dataset_inputs
+    assert dataset.dataset.name == "sample.csv"
+    version = mlflow.get_model_version_by_alias(slug(project), "champion")
+    assert str(version.version) == "1"
+    assert version.run_id == run_.info.run_id
+    assert (project / "mlartifacts").is_dir(), "artifacts are anchored at the project root"
+
+
+@pytest.fixture(scope="module")
+def server(project: Path) -> Iterator[str]:
+    """`make serve` on a free port, stopped with SIGTERM."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["make", "serve", f"PORT={port}"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if http(f"{url}/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"make serve exited {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
+        time.sleep(0.5)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("make serve did not become healthy in 120 s")
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def sample(project: Path, rows: int) -> tuple[list[str], list[list[str]]]:
+    """The first rows of the sample data, without the target column."""
+    target = next(line.split('"')[1] for line in (project / "config.toml").read_text().splitlines()
+                  if line.startswith("target ="))  # fmt: skip
+    with (project / "data" / "sample.csv").open() as file:
+        reader = csv.reader(file)
+        header = next(reader)
+        keep = [i for i, name in enumerate(header) if name != target]
+        body = [[row[i] for i in keep] for _, row in zip(range(rows), reader, strict=False)]
+    return [header[i] for i in keep], body
+
+
+def test_served_predictions_match_batch_predictions(project: Path, server: str, tmp_path: Path) -> None:
+    columns, body = sample(project, 5)
+    source = tmp_path / "in.csv"
+    with source.open("w", newline="") as file:
+        csv.writer(file).writerows([columns, *body])
+    run(["make", "predict", f"INPUT={source}", f"OUTPUT={tmp_path / 'out.csv'}"], project)
+    with (tmp_path / "out.csv").open() as file:
+        batch = [row["prediction"] for row in csv.DictReader(file)]
+
+    status, answer = http(
+        f"{server}/invocations",
+        json.dumps({"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in body]}}).encode(),
+    )
+
+    assert status == 200, answer
+    assert [str(p) for p in answer["predictions"]] == batch
+    assert http(f"{server}/version")[1]["model_version"] == "1"
+
+
+def test_server_names_a_missing_column(project: Path, server: str) -> None:
+    columns, body = sample(project, 1)
+
+    status, answer = http(
+        f"{server}/invocations",
+        json.dumps({"dataframe_split": {"columns": columns[1:], "data": [body[0][1:]]}}).encode(),
+    )
+
+    assert status == 400
+    assert columns[0] in answer["message"]
+
+
+def test_a_worse_model_stays_challenger(project: Path) -> None:
+    """A one-split forest, configured through the environment, cannot beat the default forest."""
+    prefix = slug(project).replace("-", "_").upper()
+    env = clean_env(**{f"{prefix}_ESTIMATOR__PARAMS": '{"n_estimators": 1, "max_depth": 1}'})
+
+    output = run(["make", "train"], project, env=env)
+
+    assert "version 2 stays @challenger" in output
+    mlflow = client(project)
+    aliases = {alias: str(v) for alias, v in mlflow.get_registered_model(slug(project)).aliases.items()}
+    assert aliases == {"champion": "1", "challenger": "2"}
+    [latest, _] = mlflow.search_runs([mlflow.get_experiment_by_name(slug(project)).experiment_id])
+    assert latest.data.params["estimator.max_depth"] == "1"

@@ -1,0 +1,255 @@
+"""Static tier: every option value bakes into the exact files, and every file is valid."""
+
+import itertools
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CHOICES, OPTIONS, bake, check_keys
+from cookiecutter.exceptions import FailedHookException
+from cookiecutter.hooks import run_hook
+
+# Every combination of the choice options: 72 bakes, well under a minute.
+COMBINATIONS = [dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())]
+
+BASE_FILES = {
+    ".editorconfig",
+    ".env.example",
+    ".gitattributes",
+    ".gitignore",
+    ".python-version",
+    "LICENSE",
+    "Makefile",
+    "README.md",
+    "config.toml",
+    "pyproject.toml",
+    "uv.lock",
+    "src/{module}/__init__.py",
+    "src/{module}/cli.py",
+    "src/{module}/config.py",
+    "src/{module}/data.py",
+    "src/{module}/evaluation.py",
+    "src/{module}/pipeline.py",
+    "src/{module}/predict.py",
+    "src/{module}/py.typed",
+    "src/{module}/registry.py",
+    "src/{module}/serving/__init__.py",
+    "src/{module}/serving/app.py",
+    "src/{module}/tracking.py",
+    "src/{module}/train.py",
+    "tests/conftest.py",
+    "tests/test_cli.py",
+    "tests/test_data.py",
+    "tests/test_pipeline.py",
+    "tests/test_promotion.py",
+    "tests/test_serving.py",
+    "tests/test_training.py",
+}
+FILES_BY_CI = {
+    "github": {".github/workflows/ci.yml"},
+    "gitlab": {".gitlab-ci.yml"},
+    "none": set(),
+}
+# `${{ ... }}` is a GitHub Actions expression, not Jinja.
+JINJA_LEFTOVER = re.compile(r"(?<!\$)\{\{|\{%|%\}|\{#|cookiecutter\.")
+
+
+def combination_id(combination: dict[str, str]) -> str:
+    return "-".join(f"{key}:{value}" for key, value in combination.items())
+
+
+def expected_files(module: str, ci_provider: str) -> set[str]:
+    return {name.format(module=module) for name in BASE_FILES} | FILES_BY_CI[ci_provider]
+
+
+def baked_files(project: Path) -> set[str]:
+    return {path.relative_to(project).as_posix() for path in project.rglob("*") if path.is_file()}
+
+
+def ruff(project: Path, *args: str) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "ruff", *args, "."], cwd=project, capture_output=True, text=True, check=False
+    )
+    if process.returncode:
+        pytest.fail(f"ruff {' '.join(args)} failed:\n{process.stdout}{process.stderr}")
+
+
+def assert_valid_files(project: Path) -> None:
+    """Every text file is rendered; Python compiles; TOML and YAML parse."""
+    for path in project.rglob("*"):
+        if not path.is_file() or path.name == "uv.lock":
+            continue
+        text = path.read_text(encoding="utf-8")
+        leftover = JINJA_LEFTOVER.search(text)
+        assert leftover is None, f"{path}: unrendered template text {leftover.group()!r}"
+        if path.suffix == ".py":
+            compile(text, str(path), "exec")
+        elif path.suffix == ".toml":
+            tomllib.loads(text)
+        elif path.suffix in {".yml", ".yaml"}:
+            yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
+def test_every_combination_bakes_valid_files(tmp_path: Path, combination: dict[str, str]) -> None:
+    project = bake(tmp_path, **combination)
+
+    assert baked_files(project) == expected_files("customer_churn", combination["ci_provider"])
+    assert_valid_files(project)
+    ruff(project, "check")
+    ruff(project, "format", "--check")
+    assert (project / ".python-version").read_text().strip() == combination["python_version"]
+    config = tomllib.loads((project / "config.toml").read_text())
+    assert config["task"] == combination["task"]
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    if combination["license"] == "Proprietary":
+        assert "license" not in pyproject["project"]
+        assert "All rights reserved" in (project / "LICENSE").read_text()
+    else:
+        assert pyproject["project"]["license"] == combination["license"]
+
+
+def test_the_combinations_cover_every_value_of_every_option() -> None:
+    for option, values in CHOICES.items():
+        assert {c[option] for c in COMBINATIONS} == set(values), option
+
+
+def test_slug_and_module_derive_from_the_name_in_ascii(tmp_path: Path) -> None:
+    project = bake(tmp_path, project_name="Prévision Énergie 2")
+
+    assert project.name == "prevision-energie-2"
+    assert (project / "src" / "prevision_energie_2" / "cli.py").is_file()
+    assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["scripts"] == {
+        "prevision-energie-2": "prevision_energie_2.cli:main"
+    }
+
+
+def test_long_names_still_pass_ruff(tmp_path: Path) -> None:
+    """Lines that hold the module name stay within the line length for long names too."""
+    name = "a_rather_long_module_name_for_a_model"
+    project = bake(tmp_path, project_name="Long", project_slug=name.replace("_", "-"), module_name=name)
+
+    ruff(project, "check")
+    ruff(project, "format", "--check")
+
+
+HOSTILE = {
+    "project_name": 'Ça "marche" \\ l\'été 😀',
+    "description": 'Quotes " and \' and a backslash \\ and a tab\tand a\nnewline; Ünïcödé ✓ 😀',
+    "author_name": 'O\'Brien "Bob" \\ Ø',
+}
+
+
+def test_hostile_values_survive_into_valid_files(tmp_path: Path) -> None:
+    project = bake(tmp_path, project_slug="hostile", module_name="hostile", **HOSTILE)
+
+    assert_valid_files(project)
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["project"]["description"] == HOSTILE["description"]
+    assert pyproject["project"]["authors"][0]["name"] == HOSTILE["author_name"]
+    assert (project / "README.md").read_text().startswith(f"# {HOSTILE['project_name']}\n")
+    ruff(project, "check")
+
+
+def test_an_injection_payload_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    sentinel = tmp_path / "PWNED"
+    payload = f'"""\'\'\'); __import__("pathlib").Path({str(sentinel)!r}).touch() #'
+
+    project = bake(tmp_path / "out", project_slug="safe", module_name="safe", project_name=payload,
+                   description=payload, author_name=payload)  # fmt: skip
+
+    assert not sentinel.exists()
+    assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["description"] == payload
+
+
+INVALID = [
+    ("project_slug", "Customer Churn", "lowercase letters, digits and hyphens"),
+    ("project_slug", "9lives", "starting with a letter"),
+    ("project_slug", "trailing-", "not ending with a hyphen"),
+    ("module_name", "my-model", "not a valid import name"),
+    ("module_name", "2fast", "not a valid import name"),
+    ("module_name", "class", "Python keyword"),
+    ("module_name", "json", "standard-library module"),
+    ("module_name", "mlflow", "dependency"),
+    ("module_name", "sklearn", "dependency"),
+    ("module_name", "pandas", "dependency"),
+    ("module_name", "fastapi", "dependency"),
+    ("author_email", "not-an-email", "e-mail"),
+    ("project_name", "   ", "empty"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "says"), INVALID, ids=lambda v: str(v))
+def test_invalid_answers_fail_with_a_message_and_leave_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], option: str, value: str, says: str
+) -> None:
+    overrides = {option: value}
+    if option == "project_name":
+        overrides |= {"project_slug": "fine", "module_name": "fine"}
+
+    with pytest.raises(FailedHookException):
+        bake(tmp_path, **overrides)
+
+    message = capfd.readouterr().err
+    assert f"{option} {value!r}" in message or option in message
+    assert says in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_module_name_message_suggests_a_valid_name(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(FailedHookException):
+        bake(tmp_path, module_name="mlflow")
+
+    assert "e.g. 'mlflow_model'" in capfd.readouterr().err
+
+
+def test_overrides_used_in_the_tests_are_options() -> None:
+    for overrides in [*COMBINATIONS, HOSTILE, *({o: v} for o, v, _ in INVALID)]:
+        check_keys(overrides)
+    with pytest.raises(AssertionError, match="not_an_option"):
+        check_keys({"not_an_option": 1})
+
+
+def test_post_hook_is_idempotent_and_never_runs_git(tmp_path: Path) -> None:
+    project = bake(tmp_path, ci_provider="none")
+    before = baked_files(project)
+    context = {"cookiecutter": {**OPTIONS, "project_slug": project.name, "ci_provider": "none"}}
+
+    run_hook("post_gen_project", str(project), context)
+
+    assert baked_files(project) == before
+    assert not (project / ".git").exists()
+
+
+def test_template_version_reaches_the_project(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    init = (project / "src" / "customer_churn" / "__init__.py").read_text()
+
+    assert f'TEMPLATE_VERSION = "{OPTIONS["_template_version"]}"' in init
+
+
+def test_cookiecutter_json_has_a_prompt_for_every_option() -> None:
+    visible = {key for key in OPTIONS if not key.startswith("_")}
+
+    assert set(OPTIONS["__prompts__"]) == visible
+
+
+def test_hooks_take_answers_as_json_data() -> None:
+    for hook in (Path(__file__).parents[1] / "hooks").glob("*.py"):
+        text = hook.read_text()
+        assert 'json.loads(r"""{{ cookiecutter | tojson }}""")' in text
+        # No answer is pasted into code anywhere else in the hook.
+        assert text.count("{{") == 1, hook
+
+
+def test_options_table_in_readme_lists_every_option() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+
+    for option in (key for key in OPTIONS if not key.startswith("_")):
+        assert f"`{option}`" in readme, option
+
