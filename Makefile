@@ -8,7 +8,9 @@ RUN := $(UV) run --locked
 DEMO_DIR ?= demo
 PORT ?= 8080
 
-.PHONY: help install test test-static lint demo lock clean
+BENCH_DIR ?= .bench
+
+.PHONY: help install test test-static lint demo lock bench-train clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -22,9 +24,12 @@ test: install ## Run every tier of the template's tests
 test-static: install ## Run the fast static tier only
 	$(RUN) pytest -n 2 tests/test_static.py
 
+# Explicit paths: the project template is a ruff project of its own, checked on each bake.
+LINTED := hooks tests scripts benchmarks local_extensions.py
+
 lint: install ## Lint the template's own code
-	$(RUN) ruff check .
-	$(RUN) ruff format --check .
+	$(RUN) ruff check $(LINTED)
+	$(RUN) ruff format --check $(LINTED)
 
 demo: install ## Bake the defaults into ./demo, install, train, serve and print one prediction
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(PORT)"
@@ -32,5 +37,11 @@ demo: install ## Bake the defaults into ./demo, install, train, serve and print 
 lock: install ## Refresh the generated project's uv.lock after editing its pyproject.toml
 	$(RUN) python scripts/update_lock.py
 
-clean: ## Remove the demo project and caches
-	rm -rf "$(DEMO_DIR)" .pytest_cache .ruff_cache
+bench-train: install ## Benchmark MLflow's overhead in `make train` (benchmarks/RESULTS.md)
+	rm -rf "$(BENCH_DIR)" && mkdir -p "$(BENCH_DIR)"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)" .
+	$(MAKE) -C "$(BENCH_DIR)/customer-churn" install data
+	cd "$(BENCH_DIR)/customer-churn" && $(UV) run --locked python "$(CURDIR)/benchmarks/train_overhead.py" customer_churn
+
+clean: ## Remove the demo project, benchmark bakes and caches
+	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache

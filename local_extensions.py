@@ -4,13 +4,13 @@ from jinja2 import Environment
 from jinja2.ext import Extension
 
 
-def toml_string(value: object) -> str:
-    """Render a value as a TOML basic string, quotes included.
+def toml_escape(value: object) -> str:
+    """Escape a value for the inside of a TOML basic string ("...").
 
     Jinja's `tojson` is not enough: it escapes characters outside the BMP as
     UTF-16 surrogate pairs, which TOML rejects, and it leaves DEL unescaped.
     """
-    out = ['"']
+    out = []
     for char in str(value):
         if char in '"\\':
             out.append("\\" + char)
@@ -20,13 +20,12 @@ def toml_string(value: object) -> str:
             out.append(f"\\u{ord(char):04X}")
         else:
             out.append(char)
-    out.append('"')
     return "".join(out)
 
 
-class TomlStringExtension(Extension):
-    """Add the `toml_string` filter."""
+class TomlEscapeExtension(Extension):
+    """Add the `toml_escape` filter."""
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
-        environment.filters["toml_string"] = toml_string
+        environment.filters["toml_escape"] = toml_escape

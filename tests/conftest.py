@@ -13,7 +13,9 @@ from cookiecutter.main import cookiecutter
 TEMPLATE = Path(__file__).resolve().parents[1]
 OPTIONS: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 # The offered values of each choice option, default first.
-CHOICES = {key: value for key, value in OPTIONS.items() if isinstance(value, list) and not key.startswith("_")}
+CHOICES = {
+    key: value for key, value in OPTIONS.items() if isinstance(value, list) and not key.startswith("_")
+}
 
 # Tiers that must run: a tier that cannot run here fails instead of being skipped.
 # `.ci/run` sets MLPIPE_REQUIRE_TIERS=all.
@@ -38,7 +40,9 @@ def check_keys(overrides: dict[str, Any]) -> None:
 def bake(output_dir: Path, **overrides: Any) -> Path:
     """Generate a project with the defaults and `overrides`; return its folder."""
     check_keys(overrides)
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=overrides))
+    return Path(
+        cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=overrides)
+    )
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -60,7 +64,9 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
         check=False,
     )
     if process.returncode != 0:
-        pytest.fail(f"`{' '.join(args)}` exited {process.returncode} in {cwd}\n{process.stdout}\n{process.stderr}")
+        pytest.fail(
+            f"`{' '.join(args)}` exited {process.returncode} in {cwd}\n{process.stdout}\n{process.stderr}"
+        )
     return process.stdout
 
 
@@ -68,3 +74,12 @@ def which(*tools: str) -> str | None:
     """Return a reason naming the tools not on PATH, or None if all are."""
     absent = [tool for tool in tools if shutil.which(tool) is None]
     return f"{', '.join(absent)} not on PATH" if absent else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep each baked project's tests on one xdist worker, so each project is built once."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        project = callspec.params.get("project") if callspec else None
+        if isinstance(project, str):
+            item.add_marker(pytest.mark.xdist_group(project))

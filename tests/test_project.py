@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bake, clean_env, require_tier, run, which
+from conftest import TEMPLATE, bake, clean_env, require_tier, run, which
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.project
@@ -73,7 +73,9 @@ def test_training_is_tracked_and_registered(project: Path) -> None:
     head = run(["git", "rev-parse", "HEAD"], project).strip()
 
     assert run_.info.status == "FINISHED"
-    expected_metrics = {"accuracy", "f1", "roc_auc"} if 'task = "classification"' in config else {"rmse", "mae", "r2"}
+    expected_metrics = (
+        {"accuracy", "f1", "roc_auc"} if 'task = "classification"' in config else {"rmse", "mae", "r2"}
+    )
     assert expected_metrics <= set(run_.data.metrics)
     assert run_.data.params["estimator.n_estimators"] == "100"
     assert run_.data.tags["git_commit"] == head
@@ -143,7 +145,9 @@ def test_served_predictions_match_batch_predictions(project: Path, server: str, 
 
     status, answer = http(
         f"{server}/invocations",
-        json.dumps({"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in body]}}).encode(),
+        json.dumps(
+            {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in body]}}
+        ).encode(),
     )
 
     assert status == 200, answer
@@ -176,3 +180,14 @@ def test_a_worse_model_stays_challenger(project: Path) -> None:
     assert aliases == {"champion": "1", "challenger": "2"}
     [latest, _] = mlflow.search_runs([mlflow.get_experiment_by_name(slug(project)).experiment_id])
     assert latest.data.params["estimator.max_depth"] == "1"
+
+
+@pytest.mark.xdist_group("demo")
+def test_make_demo_ends_with_a_prediction(tmp_path: Path) -> None:
+    """The README's first command, as a newcomer runs it."""
+    require_tier("project", which("uv", "make", "curl"))
+
+    output = run(["make", "demo", f"DEMO_DIR={tmp_path / 'demo'}", f"PORT={free_port()}"], TEMPLATE)
+
+    last = output.strip().splitlines()[-1]
+    assert len(json.loads(last)["predictions"]) == 1
