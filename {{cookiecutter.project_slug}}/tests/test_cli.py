@@ -1,5 +1,8 @@
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import pytest
 from click.testing import CliRunner
 
@@ -76,3 +79,37 @@ def test_predict_writes_a_prediction_per_row(
     lines = output.read_text().splitlines()
     assert lines[0].endswith(",prediction")
     assert len(lines) == len(csv_path.read_text().splitlines())
+
+
+def test_healthcheck_fails_when_nothing_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("PORT", str(sock.getsockname()[1]))  # bound, not listening
+
+        result = CliRunner().invoke(main, ["healthcheck"])
+
+    assert result.exit_code == 1
+
+
+@pytest.fixture
+def empty_store(
+    tracking_store: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.chdir(tmp_path)
+    yield
+    mlflow.set_tracking_uri(tracking_store)  # commands set MLflow's process-wide URI
+
+
+def test_export_model_without_a_champion_says_to_train(empty_store: None, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export-model", str(tmp_path / "model")])
+
+    assert result.exit_code == 1
+    assert "run `make train` first" in result.output
+
+
+def test_serve_check_scores_the_input_example(trained: object) -> None:
+    result = CliRunner().invoke(main, ["serve", "--check"])
+
+    assert result.exit_code == 0, result.output
+    assert "scores its input example (5 rows)" in result.output

@@ -1,8 +1,12 @@
+import json
+from pathlib import Path
+
+import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import registry
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.config import MODEL_INFO_FILE, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.evaluation import is_better
 from {{ cookiecutter.module_name }}.train import TrainResult, train
 
@@ -71,3 +75,21 @@ def test_promote_and_rollback_move_aliases_and_keep_versions(trained: TrainResul
 def test_promoting_a_missing_version_is_refused(trained: TrainResult) -> None:
     with pytest.raises(registry.RegistryError, match="no version 999"):
         registry.promote(MlflowClient(), "999")
+
+
+def test_export_champion_writes_a_servable_model(trained: TrainResult, tmp_path: Path) -> None:
+    client = MlflowClient()
+    champion = registry.version_by_alias(client, "champion")
+    assert champion is not None
+
+    exported = registry.export_champion(client, tmp_path / "model")
+
+    assert str(exported.version) == str(champion.version)
+    assert (tmp_path / "model" / "MLmodel").is_file()
+    info = json.loads((tmp_path / "model" / MODEL_INFO_FILE).read_text())
+    assert info == {
+        "name": PROJECT_SLUG,
+        "version": str(champion.version),
+        "run_id": champion.run_id,
+    }
+    assert mlflow.pyfunc.load_model(str(tmp_path / "model")).metadata.signature is not None

@@ -1,11 +1,14 @@
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 from conftest import TARGET
 from fastapi.testclient import TestClient
+from mlflow import MlflowClient
 
+from {{ cookiecutter.module_name }} import registry
 from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.serving.app import create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
@@ -140,3 +143,14 @@ def test_openapi_documents_invocations(client: TestClient) -> None:
 
     body = spec["paths"]["/invocations"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/csv"} <= set(body)
+
+
+def test_an_exported_model_directory_serves_with_its_version(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    registry.export_champion(MlflowClient(), tmp_path / "model")
+
+    with TestClient(create_app(str(tmp_path / "model"))) as exported:
+        version = exported.get("/version").json()
+
+    assert (version["model_name"], version["model_version"]) == (PROJECT_SLUG, trained.version)

@@ -140,21 +140,54 @@ def promote(version: str | None, rollback: bool) -> None:
     click.echo(f"{PROJECT_SLUG} version {version} is now @champion.")
 
 
+@main.command("export-model")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def export_model(destination: Path) -> None:
+    """Copy the champion model to DESTINATION, as the image bakes it in; print its version."""
+    from . import registry, tracking
+
+    with user_errors():
+        champion = registry.export_champion(tracking.setup(), destination)
+    click.echo(champion.version)
+
+
+@main.command()
+def healthcheck() -> None:
+    """Exit 0 if the local server on $PORT is healthy: the image's HEALTHCHECK."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{ServingConfig().port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            healthy = response.status == 200
+    except OSError:
+        healthy = False
+    if not healthy:
+        raise SystemExit(1)
+
+
 @main.command()
 @click.option(
     "--model-uri", help="Model to serve. [default: $MODEL_URI or models:/<slug>@champion]"
 )
 @click.option("--host", help="Interface. [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port. [default: $PORT or 8080]")
-def serve(model_uri: str | None, host: str | None, port: int | None) -> None:
+@click.option("--check", is_flag=True, help="Load the model, score its input example, exit.")
+def serve(model_uri: str | None, host: str | None, port: int | None, check: bool) -> None:
     """Serve the model over HTTP with MLflow's scoring protocol."""
     import uvicorn
 
-    from .serving.app import create_app
+    from .serving.app import check_model, create_app
 
     settings = ServingConfig()
+    uri = model_uri or settings.model_uri
+    if check:
+        with user_errors():
+            rows = check_model(uri)
+        click.echo(f"{uri} loads and scores its input example ({rows} rows).")
+        return
     uvicorn.run(
-        create_app(model_uri or settings.model_uri),
+        create_app(uri),
         host=host or settings.host,
         port=port or settings.port,
         log_level="info",

@@ -1,5 +1,6 @@
 """Configuration: one typed object, read once from `config.toml`, then the environment."""
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = PROJECT_ROOT / "config.toml"
 PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
 ENV_PREFIX = "{{ cookiecutter.module_name | upper }}_"
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
+# Written beside an exported model: the registered name and version it was exported from.
+MODEL_INFO_FILE = "registered_model.json"
 
 Task = Literal["classification", "regression"]
 
@@ -102,3 +106,8 @@ class ServingConfig(BaseSettings):
     model_uri: str = f"models:/{PROJECT_SLUG}@champion"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+
+
+def tracking_uri() -> str:
+    """Return `MLFLOW_TRACKING_URI` if set, else the SQLite store at the project root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

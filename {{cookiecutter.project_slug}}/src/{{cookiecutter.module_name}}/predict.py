@@ -5,7 +5,7 @@ from pathlib import Path
 import mlflow
 from mlflow.pyfunc.scoring_server import parse_csv_input
 
-from .tracking import tracking_uri
+from .config import tracking_uri
 
 PREDICTION_COLUMN = "prediction"
 

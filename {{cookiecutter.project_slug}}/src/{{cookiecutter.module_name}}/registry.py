@@ -4,16 +4,20 @@ Promotion and rollback move aliases; no version is ever deleted.
 https://mlflow.org/docs/latest/ml/model-registry/#deploy-and-organize-models-with-aliases-and-tags
 """
 
+import json
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import mlflow.artifacts
 import mlflow.sklearn
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from .config import PROJECT_SLUG, Config
+from .config import MODEL_INFO_FILE, PROJECT_SLUG, Config
 from .evaluation import evaluate, is_better
 
 CHAMPION = "champion"
@@ -108,3 +112,16 @@ def rollback(client: MlflowClient) -> str:
         raise RegistryError("There is no previous champion to roll back to.")
     promote(client, str(previous.version))
     return str(previous.version)
+
+
+def export_champion(client: MlflowClient, destination: Path) -> ModelVersion:
+    """Copy the champion's model files to `destination`, its name and version beside them."""
+    champion = version_by_alias(client, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"Model {PROJECT_SLUG} has no champion yet: run `make train` first.")
+    shutil.rmtree(destination, ignore_errors=True)
+    uri = f"models:/{PROJECT_SLUG}/{champion.version}"
+    mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    info = {"name": PROJECT_SLUG, "version": str(champion.version), "run_id": champion.run_id}
+    (destination / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return champion

@@ -1,6 +1,5 @@
 """Tracking: where MLflow stores runs, what each run is tagged with, how the model is logged."""
 
-import os
 import subprocess
 import warnings
 from importlib.metadata import version
@@ -17,19 +16,13 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
 from . import TEMPLATE_VERSION
-from .config import PROJECT_ROOT, PROJECT_SLUG
+from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, tracking_uri
 
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
 # What the logged model needs to be served; pinned to the versions it was trained
 # with, so MLflow does not spend seconds inferring them on every run.
 SERVING_DISTRIBUTIONS = ["mlflow-skinny", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
-
-
-def tracking_uri() -> str:
-    """Return `MLFLOW_TRACKING_URI` if set, else the SQLite store at the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def setup() -> MlflowClient:

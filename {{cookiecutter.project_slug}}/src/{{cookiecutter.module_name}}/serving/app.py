@@ -13,9 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
@@ -35,8 +37,7 @@ from prometheus_client import (
 )
 
 from .. import __version__
-from ..config import PROJECT_SLUG, ServingConfig
-from ..tracking import tracking_uri
+from ..config import MODEL_INFO_FILE, PROJECT_SLUG, ServingConfig, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,11 @@ def load_model(uri: str) -> Served:
     mlflow.set_tracking_uri(tracking_uri())
     model = mlflow.pyfunc.load_model(uri)
     name = version = None
-    if uri.startswith("models:/"):
+    info_file = Path(uri) / MODEL_INFO_FILE
+    if info_file.is_file():  # a model exported by `export-model`, as in the image
+        info = json.loads(info_file.read_text())
+        name, version = info["name"], info["version"]
+    elif uri.startswith("models:/"):
         name, _, ref = uri.removeprefix("models:/").partition("@")
         client = MlflowClient()
         if ref:
@@ -105,6 +110,16 @@ def load_model(uri: str) -> Served:
         else:
             name, _, version = name.partition("/")
     return Served(model, uri, name, version)
+
+
+def check_model(uri: str) -> int:
+    """Load the model and score its input example, as the server would; return the rows scored."""
+    served = load_model(uri)
+    local = uri if Path(uri).is_dir() else mlflow.artifacts.download_artifacts(uri)
+    example = served.model.metadata.load_input_example(local)
+    if example is None:
+        raise ValueError(f"Model {uri} has no input example to score.")
+    return len(served.model.predict(example))
 
 
 def as_records(payload: dict[str, Any]) -> dict[str, Any]:

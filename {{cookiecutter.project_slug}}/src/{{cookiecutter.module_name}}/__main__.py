@@ -1,0 +1,5 @@
+"""Run the command line as `python -m {{ cookiecutter.module_name }}`."""
+
+from .cli import main
+
+main()
