@@ -1,9 +1,14 @@
 """Shared helpers of the template's tests: baking, running commands, test tiers."""
 
+import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +79,69 @@ def which(*tools: str) -> str | None:
     """Return a reason naming the tools not on PATH, or None if all are."""
     absent = [tool for tool in tools if shutil.which(tool) is None]
     return f"{', '.join(absent)} not on PATH" if absent else None
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
+    """GET (or POST `body`) and return the status and the JSON answer."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def wait_healthy(url: str, timeout: float = 120) -> bool:
+    """Poll `url`/health until it answers 200; False if it never does within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http(f"{url}/health")[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.25)
+    return False
+
+
+# The baked projects of the project and docker tiers: between them, the defaults,
+# task=regression and python_version=3.13, and a name that is not ASCII.
+PROJECTS = {
+    "defaults": {},
+    "regression": {"project_name": "Prévision Énergie", "task": "regression", "python_version": "3.13"},
+}
+
+
+@pytest.fixture(scope="session", params=list(PROJECTS), ids=lambda name: f"project:{name}")
+def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A baked project, committed to git, through `make install lint test data train`."""
+    require_tier("project", which("uv", "make", "git"))
+    path = bake(tmp_path_factory.mktemp("project"), **PROJECTS[request.param])
+    run(["git", "init", "-q"], path)
+    run(["git", "add", "-A"], path)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Bake"], path)
+    for target in ["install", "lint", "test", "data", "train"]:
+        run(["make", target], path)
+    return path
+
+
+def sample(project: Path, rows: int) -> tuple[list[str], list[list[str]]]:
+    """The first rows of a project's sample data, without the target column."""
+    lines = (project / "config.toml").read_text().splitlines()
+    target = next(line.split('"')[1] for line in lines if line.startswith("target ="))
+    with (project / "data" / "sample.csv").open() as file:
+        reader = csv.reader(file)
+        header = next(reader)
+        keep = [i for i, name in enumerate(header) if name != target]
+        body = [[row[i] for i in keep] for _, row in zip(range(rows), reader, strict=False)]
+    return [header[i] for i in keep], body
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

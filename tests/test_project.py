@@ -8,53 +8,15 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import TEMPLATE, bake, clean_env, require_tier, run, which
+from conftest import TEMPLATE, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.project
-
-PROJECTS = {
-    "defaults": {},
-    "regression": {"project_name": "Prévision Énergie", "task": "regression", "python_version": "3.13"},
-}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def http(url: str, body: bytes | None = None, content_type: str = "application/json") -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-@pytest.fixture(scope="module", params=list(PROJECTS), ids=lambda name: f"project:{name}")
-def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A baked project, committed to git, through `make install lint test data train`."""
-    require_tier("project", which("uv", "make", "git"))
-    path = bake(tmp_path_factory.mktemp("project"), **PROJECTS[request.param])
-    run(["git", "init", "-q"], path)
-    run(["git", "add", "-A"], path)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Bake"], path)
-    for target in ["install", "lint", "test", "data", "train"]:
-        run(["make", target], path)
-    return path
 
 
 def client(project: Path) -> MlflowClient:
@@ -91,47 +53,26 @@ def test_training_is_tracked_and_registered(project: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(project: Path) -> Iterator[str]:
+def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`make serve` on a free port, stopped with SIGTERM."""
     port = free_port()
-    process = subprocess.Popen(
-        ["make", "serve", f"PORT={port}"],
-        cwd=project,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["make", "serve", f"PORT={port}"],
+            cwd=project,
+            env=clean_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if http(f"{url}/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"make serve exited {process.returncode}:\n{process.stdout.read()}")  # type: ignore[union-attr]
-        time.sleep(0.5)
-    else:
+    if not wait_healthy(url):
         os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("make serve did not become healthy in 120 s")
+        pytest.fail(f"make serve did not become healthy in 120 s:\n{log.read_text()}")
     yield url
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
-
-
-def sample(project: Path, rows: int) -> tuple[list[str], list[list[str]]]:
-    """The first rows of the sample data, without the target column."""
-    target = next(line.split('"')[1] for line in (project / "config.toml").read_text().splitlines()
-                  if line.startswith("target ="))  # fmt: skip
-    with (project / "data" / "sample.csv").open() as file:
-        reader = csv.reader(file)
-        header = next(reader)
-        keep = [i for i, name in enumerate(header) if name != target]
-        body = [[row[i] for i in keep] for _, row in zip(range(rows), reader, strict=False)]
-    return [header[i] for i in keep], body
 
 
 def test_served_predictions_match_batch_predictions(project: Path, server: str, tmp_path: Path) -> None:
