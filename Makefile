@@ -10,7 +10,9 @@ PORT ?= 8080
 
 BENCH_DIR ?= .bench
 
-.PHONY: help install test test-static lint demo lock bench-train clean
+BASE_IMAGE ?= python:3.12-slim
+
+.PHONY: help install test test-static lint demo lock bench-train bench-docker clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +44,14 @@ bench-train: install ## Benchmark MLflow's overhead in `make train` (benchmarks/
 	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)" .
 	$(MAKE) -C "$(BENCH_DIR)/customer-churn" install data
 	cd "$(BENCH_DIR)/customer-churn" && $(UV) run --locked python "$(CURDIR)/benchmarks/train_overhead.py" customer_churn
+
+bench-docker: install ## Benchmark the serving image against MLflow's (BASE_IMAGE=...)
+	rm -rf "$(BENCH_DIR)/docker" && mkdir -p "$(BENCH_DIR)/docker"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/docker" .
+	cd "$(BENCH_DIR)/docker/customer-churn" && git init -q && git add -A && \
+		git -c user.name=bench -c user.email=bench@example.com commit -qm bench
+	$(MAKE) -C "$(BENCH_DIR)/docker/customer-churn" install train
+	$(RUN) python benchmarks/docker_image.py "$(BENCH_DIR)/docker/customer-churn" "$(BASE_IMAGE)"
 
 clean: ## Remove the demo project, benchmark bakes and caches
 	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache
