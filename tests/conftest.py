@@ -144,6 +144,7 @@ def sample(project: Path, rows: int) -> tuple[list[str], list[list[str]]]:
     return [header[i] for i in keep], body
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each baked project's tests on one xdist worker, so each project is built once."""
     for item in items:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,10 +48,11 @@ def image(project: Path) -> Iterator[str]:
     require_tier("docker", engine_missing())
     (project / ".env").write_text(SECRET + "\n")
     base = os.environ.get(f"MLPIPE_TEST_BASE_IMAGE_{python_version(project).replace('.', '_')}")
-    args = ["make", "docker-build", "DOCKER_BUILD_FLAGS=--network host"]
+    name = f"mlpipe-test-{uuid.uuid4().hex[:8]}-{project.name}"  # no clash with other runs' images
+    args = ["make", "docker-build", f"IMAGE={name}", "DOCKER_BUILD_FLAGS=--network host"]
     run([*args, f"BASE_IMAGE={base}"] if base else args, project)
-    yield f"{project.name}:latest"
-    docker("image", "rm", "--force", f"{project.name}:latest", f"{project.name}:1")
+    yield f"{name}:latest"
+    docker("image", "rm", "--force", f"{name}:latest", f"{name}:1")
 
 
 def start(image: str) -> tuple[str, str]:
@@ -118,7 +120,8 @@ def test_image_reports_the_baked_model_and_labels(
     assert labels["org.mlflow.model.version"] == "1"
     assert labels["org.opencontainers.image.revision"] == head
     assert labels["org.opencontainers.image.title"] == project.name
-    assert docker("image", "inspect", "--format", "{{.Id}}", f"{project.name}:1") == docker(
+    by_version = image.replace(":latest", ":1")  # tagged with the model version too
+    assert docker("image", "inspect", "--format", "{{.Id}}", by_version) == docker(
         "image", "inspect", "--format", "{{.Id}}", image
     )
 
