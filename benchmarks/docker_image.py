@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROUNDS = 5
 BUILD_FLAGS = ["--network", "host"]
+os.environ["DOCKER_BUILDKIT"] = "1"  # the Dockerfile's cache and bind mounts need BuildKit
 
 
 def sh(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -96,9 +97,10 @@ def main(project: Path, base: str) -> None:
        "-m", f"models:/{slug}@champion", "-d", str(mlflow_dir), cwd=project)  # fmt: skip
     dockerfile = mlflow_dir / "Dockerfile"
     lines = dockerfile.read_text().splitlines()
-    lines = [f"FROM {base}" if line.startswith("FROM ") else line for line in lines]
-    # The base may carry pip as a module only.
-    dockerfile.write_text("\n".join(line.replace("RUN pip ", "RUN python3 -m pip ") for line in lines) + "\n")
+    # Same base as ours; MLflow's steps call `pip`, which a base may carry as a module only.
+    pip = "RUN printf '#!/bin/sh\\nexec python3 -m pip \"$@\"\\n' > /usr/local/bin/pip && chmod +x /usr/local/bin/pip"
+    lines = [f"FROM {base}\n{pip}" if line.startswith("FROM ") else line for line in lines]
+    dockerfile.write_text("\n".join(lines) + "\n")
     sh("docker", "build", *BUILD_FLAGS, "-t", f"{slug}-mlflow:latest", str(mlflow_dir))
 
     ours, theirs = size(image) - size(base), size(f"{slug}-mlflow:latest") - size(base)

@@ -52,6 +52,9 @@ build() {  # build VERSION
       for name in python3.12 python3 python; do
         ln -sf "$PYENV_312/bin/python3.12" "$dir/usr/local/bin/$name"
       done
+      for name in pip3.12 pip3 pip; do
+        ln -sf "$PYENV_312/bin/pip3.12" "$dir/usr/local/bin/$name"
+      done
       ;;
     *) echo "No recipe for Python $version" >&2; exit 1 ;;
   esac

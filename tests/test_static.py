@@ -282,3 +282,99 @@ def test_dockerignore_lets_in_only_what_the_image_is_built_from(tmp_path: Path) 
     assert {line[1:].rstrip("/") for line in lines if line.startswith("!")} == {
         "pyproject.toml", "uv.lock", "README.md", "LICENSE", "src", "build/model",
     }  # fmt: skip
+
+
+# Make targets that CI may run, because the project and docker tiers run them on a
+# fresh bake; `docker-push` needs a registry, which the tests have not.
+TESTED_TARGETS = {"install", "lint", "test", "data", "train", "docker-build", "docker-smoke"}
+UNTESTABLE_TARGETS = {"docker-push"}
+# Tool set-up and registry log-in: the only commands CI runs that are not make targets.
+SETUP_COMMAND = re.compile(r"^(apt-get |apk add |pip install |echo \"\$\w+\" \| docker login )")
+PINNED_ACTION = re.compile(r"^[\w-]+/[\w-]+@[0-9a-f]{40}$")
+
+
+def ci_commands(project: Path, ci_provider: str) -> list[str]:
+    """Every shell line the project's CI runs."""
+    if ci_provider == "github":
+        return [
+            step["run"]
+            for workflow in (project / ".github" / "workflows").glob("*.yml")
+            for job in yaml.safe_load(workflow.read_text())["jobs"].values()
+            for step in job["steps"]
+            if "run" in step
+        ]
+    config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+    jobs = [
+        job for name, job in config.items() if isinstance(job, dict) and name not in {"variables", "cache"}
+    ]
+    return [line for job in jobs for key in ("script", "before_script") for line in job.get(key, [])]
+
+
+@pytest.mark.parametrize("ci_provider", ["github", "gitlab"])
+def test_ci_runs_only_make_targets_that_the_tests_run(tmp_path: Path, ci_provider: str) -> None:
+    commands = ci_commands(bake(tmp_path, ci_provider=ci_provider), ci_provider)
+    targets = {command.split()[1] for command in commands if command.startswith("make ")}
+    others = [command for command in commands if not command.startswith("make ")]
+
+    assert {"install", "lint", "test", "train", "docker-build", "docker-smoke"} <= targets
+    assert targets <= TESTED_TARGETS | UNTESTABLE_TARGETS
+    assert all(len(command.split()) == 2 for command in commands if command.startswith("make "))
+    assert [command for command in others if not SETUP_COMMAND.match(command)] == []
+
+
+def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(tmp_path: Path) -> None:
+    workflows = {
+        path.name: yaml.safe_load(path.read_text())
+        for path in (bake(tmp_path) / ".github" / "workflows").glob("*.yml")
+    }
+    ci, release = workflows["ci.yml"], workflows["release.yml"]
+
+    assert set(ci[True]) == {"push", "pull_request", "workflow_dispatch"}  # YAML reads `on:` as True
+    assert ci["permissions"] == {"contents": "read"} == release["permissions"]
+    assert ci["concurrency"]["cancel-in-progress"] is True
+    assert set(ci["jobs"]) == {"lint", "test", "train", "docker"}
+    assert release[True] == {"push": {"tags": ["v*"]}}
+    assert release["jobs"]["image"]["permissions"] == {"contents": "read", "packages": "write"}
+    for workflow in workflows.values():
+        for job in workflow["jobs"].values():
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert PINNED_ACTION.match(step["uses"]), step["uses"]
+    train_steps = ci["jobs"]["train"]["steps"]
+    assert any("upload-artifact" in step.get("uses", "") for step in train_steps)
+
+
+def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(tmp_path: Path) -> None:
+    config = yaml.safe_load((bake(tmp_path, ci_provider="gitlab") / ".gitlab-ci.yml").read_text())
+
+    assert config["stages"] == ["lint", "test", "train", "docker", "release"]
+    assert config[".docker"]["services"] == ["docker:28-dind"]
+    assert config["release"]["rules"] == [{"if": "$CI_COMMIT_TAG"}]
+    assert config["release"]["variables"]["IMAGE"] == "$CI_REGISTRY_IMAGE"
+
+
+def tool(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.mark.parametrize("ci_provider", ["github", "gitlab"])
+def test_ci_files_pass_their_schema_and_zizmor(tmp_path: Path, ci_provider: str) -> None:
+    project = bake(tmp_path, ci_provider=ci_provider)
+    if ci_provider == "github":
+        files = sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
+        checks = [
+            [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files],
+            [tool("zizmor"), "--offline", "--no-progress", str(project / ".github" / "workflows")],
+        ]
+    else:
+        checks = [
+            [
+                tool("check-jsonschema"),
+                "--builtin-schema",
+                "vendor.gitlab-ci",
+                str(project / ".gitlab-ci.yml"),
+            ]
+        ]
+    for check in checks:
+        process = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"

@@ -1,4 +1,5 @@
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,37 @@ def test_serve_check_scores_the_input_example(trained: object) -> None:
 
     assert result.exit_code == 0, result.output
     assert "scores its input example (5 rows)" in result.output
+
+
+def test_healthcheck_invoke_posts_the_models_example(
+    trained: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `make docker-smoke` runs inside the container, against a live server."""
+    import threading
+
+    import uvicorn
+
+    from {{ cookiecutter.module_name }}.registry import export_champion
+    from {{ cookiecutter.module_name }}.serving.app import create_app
+
+    export_champion(mlflow.MlflowClient(), tmp_path / "model")
+    app = create_app(str(tmp_path / "model"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        monkeypatch.setenv("PORT", str(port))
+        monkeypatch.setenv("MODEL_URI", str(tmp_path / "model"))
+
+        result = CliRunner().invoke(main, ["healthcheck", "--invoke"])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    assert result.exit_code == 0, result.output
+    assert "serving_input_example.json -> 200" in result.output

@@ -152,14 +152,31 @@ def export_model(destination: Path) -> None:
 
 
 @main.command()
-def healthcheck() -> None:
+@click.option(
+    "--invoke",
+    is_flag=True,
+    help="Also post the served model's own example to /invocations and expect predictions.",
+)
+def healthcheck(invoke: bool) -> None:
     """Exit 0 if the local server on $PORT is healthy: the image's HEALTHCHECK."""
     import urllib.request
 
-    url = f"http://127.0.0.1:{ServingConfig().port}/health"
+    settings = ServingConfig()
+    url = f"http://127.0.0.1:{settings.port}"
     try:
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
             healthy = response.status == 200
+        if healthy and invoke:
+            # MLflow writes this payload beside the model when it logs an input example.
+            example = Path(settings.model_uri) / "serving_input_example.json"
+            request = urllib.request.Request(
+                f"{url}/invocations",
+                data=example.read_bytes(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                healthy = "predictions" in json.loads(response.read())
+                click.echo(f"{example.name} -> {response.status}")
     except OSError:
         healthy = False
     if not healthy:
