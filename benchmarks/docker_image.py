@@ -98,7 +98,10 @@ def main(project: Path, base: str) -> None:
     dockerfile = mlflow_dir / "Dockerfile"
     lines = dockerfile.read_text().splitlines()
     # Same base as ours; MLflow's steps call `pip`, which a base may carry as a module only.
-    pip = "RUN printf '#!/bin/sh\\nexec python3 -m pip \"$@\"\\n' > /usr/local/bin/pip && chmod +x /usr/local/bin/pip"
+    pip = (
+        "RUN printf '#!/bin/sh\\nexec python3 -m pip \"$@\"\\n' > /usr/local/bin/pip"
+        " && chmod +x /usr/local/bin/pip"
+    )
     lines = [f"FROM {base}\n{pip}" if line.startswith("FROM ") else line for line in lines]
     dockerfile.write_text("\n".join(lines) + "\n")
     sh("docker", "build", *BUILD_FLAGS, "-t", f"{slug}-mlflow:latest", str(mlflow_dir))

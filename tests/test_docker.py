@@ -169,3 +169,13 @@ def test_docker_stop_is_quick_and_clean(image: str) -> None:
 
     assert stopped < 10
     assert exit_code == "0"
+
+
+def test_make_docker_smoke_checks_a_prediction(project: Path, image: str) -> None:
+    """The CI workflows' check of a running container, as they run it."""
+    port = free_port()
+    flags = f"DOCKER_RUN_FLAGS=--network host --env HOST=127.0.0.1 --env PORT={port}"
+
+    output = run(["make", "docker-smoke", f"IMAGE={image.removesuffix(':latest')}", flags], project)
+
+    assert "serving_input_example.json -> 200" in output

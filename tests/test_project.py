@@ -132,3 +132,10 @@ def test_make_demo_ends_with_a_prediction(tmp_path: Path) -> None:
 
     [answer] = [line for line in output.splitlines() if line.startswith('{"predictions"')]
     assert len(json.loads(answer)["predictions"]) == 1
+
+
+def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) -> None:
+    """Every hook installs from PyPI; the committed bake is already clean."""
+    run(["uv", "run", "--locked", "pre-commit", "run", "--all-files", "--show-diff-on-failure"], project)
+
+    assert run(["git", "status", "--porcelain"], project) == ""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHOICES, OPTIONS, bake, check_keys
+from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.hooks import run_hook
 
@@ -22,6 +22,7 @@ BASE_FILES = {
     ".env.example",
     ".gitattributes",
     ".gitignore",
+    ".pre-commit-config.yaml",
     ".python-version",
     "Dockerfile",
     "LICENSE",
@@ -53,7 +54,7 @@ BASE_FILES = {
     "tests/test_training.py",
 }
 FILES_BY_CI = {
-    "github": {".github/workflows/ci.yml"},
+    "github": {".github/workflows/ci.yml", ".github/workflows/release.yml"},
     "gitlab": {".gitlab-ci.yml"},
     "none": set(),
 }
@@ -376,5 +377,16 @@ def test_ci_files_pass_their_schema_and_zizmor(tmp_path: Path, ci_provider: str)
             ]
         ]
     for check in checks:
+        process = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
+
+
+def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
+    """The template keeps the rules it gives its projects."""
+    workflow = TEMPLATE / ".github" / "workflows" / "ci.yml"
+    for check in (
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        [tool("zizmor"), "--offline", "--no-progress", str(workflow)],
+    ):
         process = subprocess.run(check, capture_output=True, text=True, check=False)
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
