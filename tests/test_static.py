@@ -405,3 +405,21 @@ def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
         process = subprocess.run(check, capture_output=True, text=True, check=False)
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
     actionlint(workflow)
+
+
+def test_secrets_stay_out_of_git_and_of_the_image(tmp_path: Path) -> None:
+    """.env is ignored by git and by Docker; .env.example is committed and sent nowhere else."""
+    project = bake(tmp_path)
+    (project / ".env").write_text("MLFLOW_TRACKING_PASSWORD=secret\n")
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+
+    ignored = subprocess.run(
+        ["git", "check-ignore", ".env", ".env.example"], cwd=project, capture_output=True, text=True
+    )
+
+    assert ignored.stdout.split() == [".env"]
+    dockerignore = (project / ".dockerignore").read_text().splitlines()
+    assert dockerignore[dockerignore.index("*") :] == [
+        line for line in dockerignore if line and line[0] != "#"
+    ]
+    assert not [line for line in dockerignore if line.startswith("!.env")]
