@@ -148,3 +148,17 @@ def test_healthcheck_invoke_posts_the_models_example(
 
     assert result.exit_code == 0, result.output
     assert "serving_input_example.json -> 200" in result.output
+
+
+def test_an_unknown_model_is_a_one_line_error(
+    trained: object, csv_path: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["predict", "--input", str(csv_path), "--output", str(tmp_path / "out.csv"),
+         "--model-uri", "models:/no-such-model@champion"],
+    )  # fmt: skip
+
+    assert result.exit_code == 1
+    assert "no-such-model" in result.output
+    assert "Traceback" not in result.output

@@ -46,6 +46,13 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(f"Invalid configuration:\n{error}") from None
     except UserError as error:
         raise click.ClickException(str(error)) from None
+    except Exception as error:
+        # Imported only here: MLflow takes seconds to import, and --help should not wait.
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(error, MlflowException):
+            raise click.ClickException(error.message) from None
+        raise
 
 
 def read_config(config_path: Path, data: Path | None, target: str | None) -> Config:
