@@ -162,3 +162,22 @@ def test_an_unknown_model_is_a_one_line_error(
     assert result.exit_code == 1
     assert "no-such-model" in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unreachable_tracking_server_is_named(
+    monkeypatch: pytest.MonkeyPatch, csv_path: Path, tracking_store: str
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        try:
+            result = CliRunner().invoke(
+                main, ["train", "--data", str(csv_path), "--target", "label"]
+            )
+        finally:
+            mlflow.set_tracking_uri(tracking_store)
+
+    assert result.exit_code == 1
+    assert f"tracking server at {url} is unreachable" in result.output

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from .config import CONFIG_FILE, PROJECT_SLUG, Config, ServingConfig, load_config
+from .config import CONFIG_FILE, PROJECT_SLUG, Config, ServingConfig, load_config, tracking_uri
 
 # Errors whose message already says what to change: shown without a traceback.
 UserError = (ValueError, RuntimeError, FileNotFoundError)
@@ -51,8 +51,23 @@ def user_errors() -> Iterator[None]:
         from mlflow.exceptions import MlflowException
 
         if isinstance(error, MlflowException):
-            raise click.ClickException(error.message) from None
+            raise click.ClickException(unreachable(error) or error.message) from None
         raise
+
+
+def unreachable(error: BaseException) -> str | None:
+    """Say so if `error` comes from a tracking server that cannot be reached."""
+    import requests
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, requests.ConnectionError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    return (
+        f"The MLflow tracking server at {tracking_uri()} is unreachable: start it "
+        "(`make tracking-server`) or point MLFLOW_TRACKING_URI at one that runs."
+    )
 
 
 def read_config(config_path: Path, data: Path | None, target: str | None) -> Config:
