@@ -103,8 +103,9 @@ def wait_healthy(url: str, timeout: float = 120) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if http(f"{url}/health")[0] == 200:
-                return True
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return True
         except OSError:
             pass
         time.sleep(0.25)

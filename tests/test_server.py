@@ -1,0 +1,282 @@
+"""Server tier: `make tracking-server` on a real PostgreSQL, with the project's make
+targets pointed at it through MLFLOW_TRACKING_URI.
+
+PostgreSQL comes from its own binaries (`initdb`, `pg_ctl`; Debian puts them in
+/usr/lib/postgresql/<version>/bin) on a temporary data directory and a loopback port.
+As root, they run as the `postgres` user, since initdb refuses root.
+"""
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import bake, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
+
+pytestmark = [pytest.mark.server, pytest.mark.xdist_group("server")]
+
+ADMIN = ("admin", "an-admin-password-for-tests")
+
+
+def postgres_bin() -> Path | None:
+    """The newest of Debian's PostgreSQL bin folders, else the one of pg_ctl on PATH."""
+    debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda path: int(path.split("/")[4]))
+    found = debian[-1] if debian else shutil.which("pg_ctl")
+    return Path(found).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server on a free loopback port; yields its base URI."""
+    bindir = postgres_bin()
+    require_tier("server", None if bindir else "no PostgreSQL binaries (initdb, pg_ctl) found")
+    assert bindir is not None
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # Not under pytest's temporary folders: those are private to this user.
+    folder = Path(tempfile.mkdtemp(prefix="mlpipe-postgres-"))
+    data = folder / "data"
+    if as_postgres:
+        shutil.chown(folder, "postgres")
+    port = free_port()
+    run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"], folder)
+    options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder}"
+    run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+        ],
+        folder,
+    )
+    try:
+        for database in ("mlflow", "mlflow_auth"):
+            run(
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
+                folder,
+            )
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], check=False
+        )
+
+
+def sql(postgres: str, database: str, query: str) -> list[list[str]]:
+    bindir = postgres_bin()
+    assert bindir is not None
+    output = run([str(bindir / "psql"), f"{postgres}/{database}", "-AtF", "|", "-c", query], Path.cwd())
+    return [line.split("|") for line in output.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def team_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_tier("project", which("uv", "make", "git"))
+    path = bake(tmp_path_factory.mktemp("team"), project_name="Team Model")
+    run(["make", "install", "data"], path)
+    return path
+
+
+class TrackingServer:
+    """`make tracking-server` in the background; start, stop, start again."""
+
+    def __init__(self, project: Path, env: dict[str, str], log: Path) -> None:
+        self.project, self.env, self.log = project, env, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("a") as output:
+            self.process = subprocess.Popen(
+                ["make", "tracking-server", f"MLFLOW_PORT={self.port}"],
+                cwd=self.project, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        # The first start against an empty database runs MLflow's migrations.
+        if not wait_healthy(self.url, timeout=180):
+            self.stop()
+            pytest.fail(f"make tracking-server never became healthy:\n{self.log.read_text()[-5000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            self.process = None
+
+
+def status_of(url: str) -> int:
+    """The HTTP status of a GET, whatever the body."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def server_env(backend: str, folder: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        MLFLOW_BACKEND_STORE_URI=backend, MLFLOW_ARTIFACTS_DESTINATION=str(folder / "artifacts"), **extra
+    )
+
+
+@pytest.fixture(scope="module")
+def server(
+    team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackingServer]:
+    folder = tmp_path_factory.mktemp("tracking")
+    tracking = TrackingServer(team_project, server_env(f"{postgres}/mlflow", folder), folder / "server.log")
+    tracking.start()
+    yield tracking
+    tracking.stop()
+
+
+def client_env(url: str, **extra: str) -> dict[str, str]:
+    # Fail fast on a dead server: MLflow's default retries take minutes.
+    return clean_env(MLFLOW_TRACKING_URI=url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", **extra)
+
+
+@pytest.fixture(scope="module")
+def trained_twice(team_project: Path, server: TrackingServer) -> list[str]:
+    return [run(["make", "train"], team_project, env=client_env(server.url)) for _ in range(2)]
+
+
+def test_runs_versions_and_aliases_are_in_postgresql(
+    trained_twice: list[str], postgres: str, server: TrackingServer
+) -> None:
+    assert "version 1 is now @champion" in trained_twice[0]
+    assert "version 2 stays @challenger" in trained_twice[1]
+    assert sql(postgres, "mlflow", "SELECT status FROM runs ORDER BY start_time") == [
+        ["FINISHED"],
+        ["FINISHED"],
+    ]
+    versions = sql(
+        postgres, "mlflow", "SELECT version FROM model_versions WHERE name = 'team-model' ORDER BY 1"
+    )
+    assert versions == [["1"], ["2"]]
+    aliases = sql(postgres, "mlflow", "SELECT alias, version FROM registered_model_aliases ORDER BY 1")
+    assert aliases == [["challenger", "2"], ["champion", "1"]]
+
+
+def test_artifacts_live_behind_the_server(
+    trained_twice: list[str], team_project: Path, server: TrackingServer
+) -> None:
+    stored = list((Path(server.env["MLFLOW_ARTIFACTS_DESTINATION"])).rglob("MLmodel"))
+
+    assert len(stored) == 2
+    assert not (team_project / "mlartifacts").exists(), "clients write no artifacts of their own"
+    assert not (team_project / "mlflow.db").exists()
+
+
+def test_serve_fetches_the_champion_through_the_server(
+    trained_twice: list[str], team_project: Path, server: TrackingServer
+) -> None:
+    port = free_port()
+    log = Path(server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / "serve.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            ["make", "serve", f"PORT={port}"], cwd=team_project, env=client_env(server.url),
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        assert wait_healthy(f"http://127.0.0.1:{port}"), log.read_text()
+        columns, rows = sample(team_project, 2)
+        payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
+        status, answer = http(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode())
+        version = http(f"http://127.0.0.1:{port}/version")[1]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+    assert status == 200 and len(answer["predictions"]) == 2
+    assert version["model_uri"] == "models:/team-model@champion"
+    assert version["model_version"] == "1"
+
+
+def test_a_restart_loses_nothing(
+    trained_twice: list[str], team_project: Path, server: TrackingServer
+) -> None:
+    server.stop()
+    server.start()
+
+    output = run(["make", "evaluate"], team_project, env=client_env(server.url))
+
+    assert '"model_uri": "models:/team-model@champion"' in output
+    status, answer = http(f"{server.url}/api/2.0/mlflow/registered-models/get?name=team-model")
+    assert status == 200
+    assert {a["alias"]: a["version"] for a in answer["registered_model"]["aliases"]} == {
+        "champion": "1",
+        "challenger": "2",
+    }
+
+
+def test_a_server_that_dies_during_training_leaves_nothing_half_registered(
+    trained_twice: list[str], team_project: Path, server: TrackingServer, postgres: str
+) -> None:
+    log = Path(server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / "train.log"
+    with log.open("w") as output:
+        training = subprocess.Popen(
+            ["make", "train"], cwd=team_project, env=client_env(server.url),
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not sql(postgres, "mlflow", "SELECT run_uuid FROM runs WHERE status = 'RUNNING'"):
+        assert time.monotonic() < deadline and training.poll() is None, log.read_text()
+        time.sleep(0.1)
+    server.stop()
+
+    assert training.wait(timeout=300) != 0
+    assert "is unreachable" in log.read_text()
+    server.start()
+    [[failed_run]] = sql(postgres, "mlflow", "SELECT run_uuid FROM runs WHERE status <> 'FINISHED'")
+    assert sql(postgres, "mlflow", f"SELECT version FROM model_versions WHERE run_id = '{failed_run}'") == []
+    assert sql(postgres, "mlflow", "SELECT count(*) FROM model_versions") == [["2"]]
+
+
+def test_basic_auth_refuses_anonymous_requests_and_accepts_credentials(
+    team_project: Path, postgres: str, tmp_path: Path
+) -> None:
+    env = server_env(
+        f"{postgres}/mlflow_auth", tmp_path, MLFLOW_AUTH="1",
+        MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0], MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
+        MLFLOW_FLASK_SERVER_SECRET_KEY="a-secret-key-for-tests",
+    )  # fmt: skip
+    secured = TrackingServer(team_project, env, tmp_path / "auth-server.log")
+    secured.start()
+    try:
+        status = status_of(f"{secured.url}/api/2.0/mlflow/experiments/search?max_results=1")
+        anonymous = subprocess.run(
+            ["make", "train"],
+            cwd=team_project,
+            env=client_env(secured.url),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        credentials = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+        output = run(["make", "train"], team_project, env=client_env(secured.url, **credentials))
+    finally:
+        secured.stop()
+
+    assert status == 401
+    assert anonymous.returncode != 0
+    assert "is now @champion" in output
