@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,6 +30,11 @@ BASE_FILES = {
     "Makefile",
     "README.md",
     "config.toml",
+    "deploy/k8s/deployment.yaml",
+    "deploy/k8s/hpa.yaml",
+    "deploy/k8s/networkpolicy.yaml",
+    "deploy/k8s/pdb.yaml",
+    "deploy/k8s/service.yaml",
     "pyproject.toml",
     "uv.lock",
     "src/{module}/__init__.py",
@@ -423,3 +429,65 @@ def test_secrets_stay_out_of_git_and_of_the_image(tmp_path: Path) -> None:
         line for line in dockerignore if line and line[0] != "#"
     ]
     assert not [line for line in dockerignore if line.startswith("!.env")]
+
+
+@pytest.fixture(scope="module")
+def rendered_k8s(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """`make k8s-render` of a bake: the manifests with the image of a model version."""
+    require_tier("static", which("make"))
+    project = bake(tmp_path_factory.mktemp("k8s"))
+    output = subprocess.run(
+        ["make", "--no-print-directory", "k8s-render", "IMAGE=registry.example.com/churn", "TAG=3"],
+        cwd=project, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (project / "rendered.yaml").write_text(output)
+    return project, {doc["kind"]: doc for doc in yaml.safe_load_all(output) if doc}
+
+
+def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str, dict[str, Any]]]) -> None:
+    manifests = rendered_k8s[1]
+    assert set(manifests) == {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    deployment = manifests["Deployment"]
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+
+    assert deployment["spec"]["replicas"] >= 2
+    assert container["image"] == "registry.example.com/churn:3"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    assert manifests["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
+    assert manifests["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+
+def test_k8s_manifests_pass_the_kubernetes_schemas_and_checkov(
+    rendered_k8s: tuple[Path, dict[str, dict[str, Any]]],
+) -> None:
+    project = rendered_k8s[0]
+    files = [
+        *sorted(str(p) for p in (project / "deploy" / "k8s").glob("*.yaml")),
+        str(project / "rendered.yaml"),
+    ]
+    require_tier("static", which("uv"))
+    checks = [
+        [tool("kubernetes-validate"), "--strict", "--quiet", *files],
+        # checkov's pins clash with pytest's, so it runs in an environment of its own.
+        ["uv", "tool", "run", "--from", "checkov==3.3.30", "checkov", "--quiet", "--compact",
+         "--skip-download", "--framework", "kubernetes", "-d", str(project / "deploy" / "k8s")],
+    ]  # fmt: skip
+    for check in checks:
+        process = subprocess.run(check, capture_output=True, text=True, check=False)
+        assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
+    skips = (project / "deploy" / "k8s" / "deployment.yaml").read_text().count("checkov.io/skip")
+    assert skips == 3, "each skipped check carries its reason in the manifest"
