@@ -280,3 +280,16 @@ def test_basic_auth_refuses_anonymous_requests_and_accepts_credentials(
     assert status == 401
     assert anonymous.returncode != 0
     assert "is now @champion" in output
+
+
+def test_docker_build_exports_the_champion_through_the_server(
+    trained_twice: list[str], team_project: Path, server: TrackingServer
+) -> None:
+    """The first step of `make docker-build`; the image build itself is the docker tier's."""
+    version = run(["uv", "run", "--locked", "team-model", "export-model", "build/model"], team_project,
+                  env=client_env(server.url)).strip()  # fmt: skip
+
+    assert version.splitlines()[-1] == "1"
+    assert (team_project / "build" / "model" / "MLmodel").is_file()
+    info = json.loads((team_project / "build" / "model" / "registered_model.json").read_text())
+    assert (info["name"], info["version"]) == ("team-model", "1")
