@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PyFuncModel
 from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
+from mlflow.types import Schema
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -91,6 +92,8 @@ class Served:
     uri: str
     name: str | None
     version: str | None
+    # The signature's inputs, read once here rather than on every request.
+    schema: Schema | None
 
 
 def load_model(uri: str) -> Served:
@@ -109,7 +112,8 @@ def load_model(uri: str) -> Served:
             version = str(client.get_model_version_by_alias(name, ref).version)
         else:
             name, _, version = name.partition("/")
-    return Served(model, uri, name, version)
+    schema = model.metadata.get_input_schema()
+    return Served(model, uri, name, version, schema)
 
 
 def check_model(uri: str) -> int:
@@ -143,13 +147,13 @@ def as_records(payload: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in payload.items() if k != key}, "dataframe_records": rows}
 
 
-def parse(body: bytes, content_type: str, model: PyFuncModel) -> pd.DataFrame:
+def parse(body: bytes, content_type: str, schema: Schema | None) -> pd.DataFrame:
     """Turn a request body into the model's input frame, or raise PayloadError."""
-    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    # MLflow's parsers take None (no signature: types inferred) but annotate `Schema`.
     frame: pd.DataFrame
     try:
         if content_type == "text/csv":
-            frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)
+            frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)  # type: ignore[arg-type]
         elif content_type == "application/json":
             payload = json.loads(body)
             if not isinstance(payload, dict):
@@ -157,7 +161,7 @@ def parse(body: bytes, content_type: str, model: PyFuncModel) -> pd.DataFrame:
             unknown = set(payload) - PAYLOAD_FORMATS - PAYLOAD_EXTRAS
             if unknown:
                 raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {FORMATS}.")
-            frame = infer_and_parse_data(as_records(payload), schema=schema)
+            frame = infer_and_parse_data(as_records(payload), schema=schema)  # type: ignore[arg-type]
         else:
             raise PayloadError(
                 f"Content type {content_type or 'none'!r} is not supported: "
@@ -242,11 +246,11 @@ def create_app(model_uri: str | None = None) -> FastAPI:
     async def invocations(request: Request) -> JSONResponse:
         """Score a payload in any of MLflow's scoring-protocol formats."""
         started = time.perf_counter()
-        model = state["served"].model
+        served = state["served"]
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
-            frame = parse(await request.body(), content_type, model)
-            predictions = await run_in_threadpool(model.predict, frame)
+            frame = parse(await request.body(), content_type, served.schema)
+            predictions = await run_in_threadpool(served.model.predict, frame)
         except PayloadError as exc:
             response = error(str(exc), exc.status)
         except MlflowException as exc:
