@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -110,6 +111,41 @@ def wait_healthy(url: str, timeout: float = 120) -> bool:
             pass
         time.sleep(0.25)
     return False
+
+
+class Background:
+    """A make target serving HTTP in the background: start it, wait for /health, stop it.
+
+    `command` takes the free port chosen for it, e.g. `["make", "serve", "PORT={port}"]`.
+    """
+
+    def __init__(self, command: list[str], cwd: Path, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [part.format(port=self.port) for part in command]
+        self.cwd, self.env, self.log = cwd, env, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        with self.log.open("a") as output:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: make and its children stop together
+            )  # fmt: skip
+        if not wait_healthy(self.url, timeout):
+            self.stop()
+            pytest.fail(f"`{' '.join(self.command)}` never became healthy:\n{self.log.read_text()[-5000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
 
 
 # The baked projects of the project and docker tiers: between them, the defaults,

@@ -6,14 +6,11 @@ uv environment (uv's cache is shared, so installs after the first are fast).
 
 import csv
 import json
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
+from conftest import TEMPLATE, Background, clean_env, free_port, http, require_tier, run, sample, which
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.project
@@ -55,24 +52,12 @@ def test_training_is_tracked_and_registered(project: Path) -> None:
 @pytest.fixture(scope="module")
 def server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`make serve` on a free port, stopped with SIGTERM."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            ["make", "serve", f"PORT={port}"],
-            cwd=project,
-            env=clean_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_healthy(url):
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"make serve did not become healthy in 120 s:\n{log.read_text()}")
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
+    serving = Background(
+        ["make", "serve", "PORT={port}"], project, clean_env(), tmp_path_factory.mktemp("serve") / "log"
+    )
+    serving.start()
+    yield serving.url
+    serving.stop()
 
 
 def test_served_predictions_match_batch_predictions(project: Path, server: str, tmp_path: Path) -> None:

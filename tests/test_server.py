@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -20,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import bake, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
+from conftest import Background, bake, clean_env, free_port, http, require_tier, run, sample, which
 
 pytestmark = [pytest.mark.server, pytest.mark.xdist_group("server")]
 
@@ -92,36 +91,15 @@ def team_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class TrackingServer:
-    """`make tracking-server` in the background; start, stop, start again."""
+class TrackingServer(Background):
+    """`make tracking-server` on a free port; start, stop, start again."""
 
     def __init__(self, project: Path, env: dict[str, str], log: Path) -> None:
-        self.project, self.env, self.log = project, env, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(["make", "tracking-server", "MLFLOW_PORT={port}"], project, env, log)
 
-    def start(self) -> None:
-        with self.log.open("a") as output:
-            self.process = subprocess.Popen(
-                ["make", "tracking-server", f"MLFLOW_PORT={self.port}"],
-                cwd=self.project, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        # The first start against an empty database runs MLflow's migrations.
-        if not wait_healthy(self.url, timeout=180):
-            self.stop()
-            pytest.fail(f"make tracking-server never became healthy:\n{self.log.read_text()[-5000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-            self.process = None
+    def start(self, timeout: float = 180) -> None:
+        """The first start against an empty database runs MLflow's migrations."""
+        super().start(timeout)
 
 
 def status_of(url: str) -> int:
@@ -190,22 +168,16 @@ def test_artifacts_live_behind_the_server(
 def test_serve_fetches_the_champion_through_the_server(
     trained_twice: list[str], team_project: Path, server: TrackingServer
 ) -> None:
-    port = free_port()
     log = Path(server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / "serve.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            ["make", "serve", f"PORT={port}"], cwd=team_project, env=client_env(server.url),
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    serving = Background(["make", "serve", "PORT={port}"], team_project, client_env(server.url), log)
+    serving.start()
     try:
-        assert wait_healthy(f"http://127.0.0.1:{port}"), log.read_text()
         columns, rows = sample(team_project, 2)
         payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
-        status, answer = http(f"http://127.0.0.1:{port}/invocations", json.dumps(payload).encode())
-        version = http(f"http://127.0.0.1:{port}/version")[1]
+        status, answer = http(f"{serving.url}/invocations", json.dumps(payload).encode())
+        version = http(f"{serving.url}/version")[1]
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        serving.stop()
 
     assert status == 200 and len(answer["predictions"]) == 2
     assert version["model_uri"] == "models:/team-model@champion"
