@@ -213,24 +213,22 @@ def healthcheck(invoke: bool) -> None:
 @click.option("--port", type=int, help="Port. [default: $PORT or 8080]")
 @click.option("--check", is_flag=True, help="Load the model, score its input example, exit.")
 def serve(model_uri: str | None, host: str | None, port: int | None, check: bool) -> None:
-    """Serve the model over HTTP with MLflow's scoring protocol."""
-    import uvicorn
+    """Serve the model over HTTP with MLflow's scoring protocol.
 
-    from .serving.app import check_model, create_app
+    Limits, batching and worker processes come from the environment: see ServingConfig.
+    """
+    from .serving.app import check_model
+    from .serving.server import run
 
-    settings = ServingConfig()
+    with user_errors():
+        settings = ServingConfig()
     uri = model_uri or settings.model_uri
     if check:
         with user_errors():
             rows = check_model(uri)
         click.echo(f"{uri} loads and scores its input example ({rows} rows).")
         return
-    uvicorn.run(
-        create_app(uri),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_level="info",
-    )
+    run(uri, settings, host or settings.host, port or settings.port)
 
 
 @main.command()

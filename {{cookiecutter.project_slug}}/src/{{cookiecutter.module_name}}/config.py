@@ -101,11 +101,28 @@ def load_config(path: Path = CONFIG_FILE, **overrides: Any) -> Config:
 
 
 class ServingConfig(BaseSettings):
-    """The served model and where to listen: `MODEL_URI`, `HOST`, `PORT`."""
+    """The served model, where to listen and the server's limits, from the environment.
+
+    Each field is read from the variable of its name in capitals: `MODEL_URI`,
+    `HOST`, `PORT`, `WEB_CONCURRENCY`, `MAX_BATCH_ROWS`, ...
+    """
 
     model_uri: str = f"models:/{PROJECT_SLUG}@champion"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # Worker processes, each with its own copy of the model. One suits a container
+    # on one or two cores: batching keeps it busy. More scale out on more cores.
+    web_concurrency: int = Field(default=1, ge=1)
+    # Most rows in one predict call; a request larger than that is predicted alone.
+    max_batch_rows: int = Field(default=256, ge=1)
+    # How long a batch waits for more requests before it is predicted. The default,
+    # 0, adds no latency: requests that arrive while the model is busy join the next batch.
+    max_batch_wait_ms: float = Field(default=0.0, ge=0)
+    # Limits of one request: a larger body is refused with 413 before it is read,
+    # more rows with 413, and no answer within the timeout gives 504.
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    max_request_rows: int = Field(default=10_000, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
 
 
 def tracking_uri() -> str:

@@ -1,15 +1,16 @@
 """The HTTP app: MLflow's scoring protocol, health, version and Prometheus metrics.
 
-FastAPI is already a dependency of MLflow, so it costs nothing extra; the
-request body is parsed by MLflow's own scoring-server functions, so every
-payload `mlflow models serve` accepts is accepted here, and nothing more.
-https://mlflow.org/docs/latest/ml/deployment/deploy-model-locally/#local-inference-server-spec
+FastAPI is already a dependency of MLflow, so it costs nothing extra. A request
+is read and parsed here (`payload.py`), queued, and predicted together with the
+requests that arrive at the same time (`batching.py`) by the model in a process
+of its own (`predictor.py`), so the server keeps answering while the model works.
 """
 
-import io
+import asyncio
+import contextlib
+import gc
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,81 +26,41 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc import PyFuncModel
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
+from mlflow.models import Model
 from mlflow.types import Schema
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    Info,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
 from ..config import MODEL_INFO_FILE, PROJECT_SLUG, ServingConfig, tracking_uri
+from .batching import Batcher
+from .observability import Metrics, Observe
+from .payload import OPENAPI_BODY, PayloadError, Rows, parse
+from .predictor import Predictor, PredictorError
 
 log = logging.getLogger(__name__)
-
-PAYLOAD_FORMATS = {"dataframe_split", "dataframe_records", "instances", "inputs"}
-# The protocol's optional inference parameters, passed beside the data.
-PAYLOAD_EXTRAS = {"params"}
-FORMATS = ", ".join(sorted(PAYLOAD_FORMATS))
-
-INVOCATIONS_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "description": "Exactly one of the keys below, as in MLflow's scoring protocol.",
-                "properties": {
-                    "dataframe_split": {
-                        "type": "object",
-                        "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
-                    },
-                    "dataframe_records": {"type": "array", "items": {"type": "object"}},
-                    "instances": {"type": "array"},
-                    "inputs": {},
-                    "params": {"type": "object"},
-                },
-            }
-        },
-        "text/csv": {
-            "schema": {
-                "type": "string",
-                "description": "A header row, then one row per prediction.",
-            }
-        },
-    },
-}
-
-
-class PayloadError(ValueError):
-    """The request cannot be scored; the message says what is wrong with it."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
 class Served:
-    """The loaded model and what identifies it."""
+    """What identifies the served model, and its input schema."""
 
-    model: PyFuncModel
     uri: str
     name: str | None
     version: str | None
     # The signature's inputs, read once here rather than on every request.
     schema: Schema | None
 
+    @property
+    def pinned_uri(self) -> str:
+        """The URI of this exact version: an alias may move while the server runs."""
+        if self.uri.startswith("models:/") and self.name and self.version:
+            return f"models:/{self.name}/{self.version}"
+        return self.uri
 
-def load_model(uri: str) -> Served:
-    """Load a model from a `models:/` URI, a run URI or a local directory."""
+
+def describe_model(uri: str) -> Served:
+    """Name, version and signature of a model (`models:/` URI, run URI or directory)."""
     mlflow.set_tracking_uri(tracking_uri())
-    model = mlflow.pyfunc.load_model(uri)
     name = version = None
     info_file = Path(uri) / MODEL_INFO_FILE
     if info_file.is_file():  # a model exported by `export-model`, as in the image
@@ -107,74 +68,42 @@ def load_model(uri: str) -> Served:
         name, version = info["name"], info["version"]
     elif uri.startswith("models:/"):
         name, _, ref = uri.removeprefix("models:/").partition("@")
-        client = MlflowClient()
         if ref:
-            version = str(client.get_model_version_by_alias(name, ref).version)
+            version = str(MlflowClient().get_model_version_by_alias(name, ref).version)
         else:
             name, _, version = name.partition("/")
-    schema = model.metadata.get_input_schema()
-    return Served(model, uri, name, version, schema)
+    served = Served(uri, name, version, schema=None)
+    served.schema = Model.load(served.pinned_uri).get_input_schema()  # type: ignore[no-untyped-call]
+    return served
 
 
 def check_model(uri: str) -> int:
     """Load the model and score its input example, as the server would; return the rows scored."""
-    served = load_model(uri)
+    mlflow.set_tracking_uri(tracking_uri())
+    model = mlflow.pyfunc.load_model(uri)
     local = uri if Path(uri).is_dir() else mlflow.artifacts.download_artifacts(uri)
-    example = served.model.metadata.load_input_example(local)
+    example = model.metadata.load_input_example(local)
     if example is None:
         raise ValueError(f"Model {uri} has no input example to score.")
-    return len(served.model.predict(example))
+    return len(model.predict(example))
 
 
-def as_records(payload: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite table-shaped `instances` and `inputs` as `dataframe_records`.
-
-    MLflow parses those two keys as tensors, which turns a missing string value
-    (null) into the string "None" and silently changes the prediction. Rows
-    (a list of objects) and columns (an object of equal-length lists) are tables:
-    the dataframe parser keeps their missing values missing.
-    """
-    key = "instances" if "instances" in payload else "inputs"
-    data = payload.get(key)
-    if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
-        rows = data
-    elif isinstance(data, dict) and data and all(isinstance(c, list) for c in data.values()):
-        if len({len(c) for c in data.values()}) != 1:
-            raise PayloadError(f"The columns of {key!r} must all have the same number of values.")
-        rows = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
-    else:
-        return payload
-    return {**{k: v for k, v in payload.items() if k != key}, "dataframe_records": rows}
-
-
-def parse(body: bytes, content_type: str, schema: Schema | None) -> pd.DataFrame:
-    """Turn a request body into the model's input frame, or raise PayloadError."""
-    # MLflow's parsers take None (no signature: types inferred) but annotate `Schema`.
-    frame: pd.DataFrame
-    try:
-        if content_type == "text/csv":
-            frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)  # type: ignore[arg-type]
-        elif content_type == "application/json":
-            payload = json.loads(body)
-            if not isinstance(payload, dict):
-                raise PayloadError(f"The JSON body must be an object with one of {FORMATS}.")
-            unknown = set(payload) - PAYLOAD_FORMATS - PAYLOAD_EXTRAS
-            if unknown:
-                raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {FORMATS}.")
-            frame = infer_and_parse_data(as_records(payload), schema=schema)  # type: ignore[arg-type]
-        else:
-            raise PayloadError(
-                f"Content type {content_type or 'none'!r} is not supported: "
-                "send application/json or text/csv.",
-                status=415,
-            )
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise PayloadError(f"The body is not valid {content_type}: {error}.") from None
-    except MlflowException as error:
-        raise PayloadError(error.message) from None
-    if len(frame) == 0:
-        raise PayloadError("The payload has no rows to predict.")
-    return frame
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing one over `limit` bytes before it is all in memory."""
+    too_large = PayloadError(
+        f"The body is larger than {limit} bytes: send fewer rows a request "
+        "(or raise MAX_BODY_BYTES).",
+        status=413,
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def to_json(predictions: Any) -> Any:
@@ -190,26 +119,41 @@ def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error_code": code, "message": message}, status_code=status)
 
 
-def create_app(model_uri: str | None = None) -> FastAPI:
+def create_app(model_uri: str | None = None, settings: ServingConfig | None = None) -> FastAPI:
     """Build the app; the model is loaded once, when the server starts."""
-    uri = model_uri or ServingConfig().model_uri
-    state: dict[str, Served] = {}
+    settings = settings or ServingConfig()
+    uri = model_uri or settings.model_uri
+    metrics = Metrics()
+    state: dict[str, Any] = {}
 
-    metrics = CollectorRegistry()
-    requests = Counter("http_requests", "Scoring requests by status.", ["status"], registry=metrics)
-    latency = Histogram("http_request_duration_seconds", "Scoring latency.", registry=metrics)
-    rows = Counter("predicted_rows", "Rows predicted.", registry=metrics)
-    model_info = Info("model", "The served model.", registry=metrics)
+    async def predict_batch(jobs: list[Rows]) -> list[Any]:
+        """Predict a batch in the model's process and count what comes back."""
+        outcomes: list[Any] = await state["predictor"].predict(jobs)
+        metrics.batch_rows.observe(sum(len(rows) for rows in jobs))
+        for outcome in outcomes:
+            if not isinstance(outcome, Exception):
+                metrics.observe_predictions(outcome)
+        return outcomes
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        served = await run_in_threadpool(load_model, uri)
-        state["served"] = served
-        model_info.info(
-            {"uri": served.uri, "name": served.name or "", "version": served.version or ""}
-        )
+        served = await run_in_threadpool(describe_model, uri)
+        predictor = Predictor(served.pinned_uri)
+        await predictor.wait_ready()
+        batcher = Batcher(predict_batch, settings.max_batch_rows, settings.max_batch_wait_ms / 1000)
+        batching = asyncio.create_task(batcher.run())
+        state.update(served=served, predictor=predictor, batcher=batcher)
+        metrics.model.labels(served.name or "", served.version or "", served.uri).set(1)
         log.info("Serving %s (version %s).", served.uri, served.version)
+        # What exists now lives as long as the server: keep the garbage collector from
+        # walking through it again and again, which stalls requests under load.
+        gc.freeze()
         yield
+        # The server has stopped taking requests and answered those in flight.
+        batching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batching
+        predictor.close()
 
     app = FastAPI(title=PROJECT_SLUG, version=__version__, lifespan=lifespan)
 
@@ -228,7 +172,7 @@ def create_app(model_uri: str | None = None) -> FastAPI:
     @app.get("/version")
     async def version() -> dict[str, Any]:
         """Name the app, the model and MLflow versions."""
-        served = state["served"]
+        served: Served = state["served"]
         return {
             "app_version": __version__,
             "model_uri": served.uri,
@@ -240,29 +184,36 @@ def create_app(model_uri: str | None = None) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Expose the metrics in Prometheus' text format."""
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/invocations", openapi_extra={"requestBody": INVOCATIONS_BODY})
+    @app.post("/invocations", openapi_extra={"requestBody": OPENAPI_BODY})
     async def invocations(request: Request) -> JSONResponse:
         """Score a payload in any of MLflow's scoring-protocol formats."""
-        started = time.perf_counter()
-        served = state["served"]
+        served: Served = state["served"]
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         try:
-            frame = parse(await request.body(), content_type, served.schema)
-            predictions = await run_in_threadpool(served.model.predict, frame)
+            async with asyncio.timeout(settings.request_timeout_s):
+                body = await read_body(request, settings.max_body_bytes)
+                rows = parse(body, content_type, served.schema, settings.max_request_rows)
+                request.state.rows = len(rows)
+                predictions = await state["batcher"].submit(rows)
+        except TimeoutError:
+            return error(
+                f"No prediction within {settings.request_timeout_s:g} s: the server is "
+                "overloaded or the request too large. Retry later or send fewer rows.",
+                504,
+            )
         except PayloadError as exc:
-            response = error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except MlflowException as exc:
             # Schema enforcement: a missing column or a value of the wrong type, named.
-            response = error(exc.message, 400)
+            return error(exc.message, 400)
+        except PredictorError as exc:
+            return error(str(exc), 503)
         except (ValueError, TypeError) as exc:
-            response = error(f"The model cannot score this input: {exc}", 422)
-        else:
-            rows.inc(len(frame))
-            response = JSONResponse({"predictions": to_json(predictions)})
-        requests.labels(status=str(response.status_code)).inc()
-        latency.observe(time.perf_counter() - started)
-        return response
+            return error(f"The model cannot score this input: {exc}", 422)
+        return JSONResponse({"predictions": to_json(predictions)})
 
+    routes = [getattr(route, "path", "") for route in app.routes]
+    app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")
     return app

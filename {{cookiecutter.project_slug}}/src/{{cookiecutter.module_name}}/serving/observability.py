@@ -1,0 +1,159 @@
+"""What the server tells about itself: Prometheus metrics and one JSON log line a request.
+
+With several worker processes (`WEB_CONCURRENCY`), `prometheus-client` keeps the
+metrics in files under `PROMETHEUS_MULTIPROC_DIR` (the `serve` command sets it), so
+`/metrics` reports the sum over all workers, whichever worker answers.
+https://prometheus.github.io/client_python/multiprocess/
+"""
+
+import collections
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# Predicted values of a regression model, whatever their scale: 1-2.5-5 steps per
+# decade from 0.01 to 100 000, on both sides of zero.
+_POSITIVE = [m * 10.0**e for e in range(-2, 6) for m in (1, 2.5, 5)]
+VALUE_BUCKETS = tuple(sorted([-v for v in _POSITIVE] + [0.0] + _POSITIVE))
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests",
+            "HTTP requests by route, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time from request to response, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "prediction_batch_rows",
+            "Rows in each call of the model's predict (requests are batched).",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.rows = Counter("predicted_rows", "Rows predicted.", registry=self.registry)
+        self.classes = Counter(
+            "predictions", "Predictions by class.", ["class"], registry=self.registry
+        )
+        self.values = Histogram(
+            "predicted_value",
+            "Predicted values (regression).",
+            buckets=VALUE_BUCKETS,
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "model_info",
+            "The served model: 1, labelled with its name, version and URI.",
+            ["name", "version", "uri"],
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+
+    def observe_predictions(self, predictions: Any) -> None:
+        """Count the predictions: by class for labels, in a histogram for numbers."""
+        values = np.asarray(predictions)
+        if values.ndim != 1:  # several outputs a row: only the batch size is recorded
+            return
+        self.rows.inc(len(values))
+        if values.dtype.kind == "f":
+            for value in values:
+                self.values.observe(value)
+        else:
+            for label, count in collections.Counter(values.tolist()).items():
+                self.classes.labels(str(label)).inc(count)
+
+    def expose(self) -> bytes:
+        """The metrics in Prometheus' text format, summed over workers if there are several."""
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+
+def access_logger(name: str) -> logging.Logger:
+    """A logger that writes each message as is, one line on stdout: the JSON access log."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class Observe:
+    """ASGI middleware: time each request, count it in `metrics`, log it as one JSON line.
+
+    A plain ASGI middleware rather than `BaseHTTPMiddleware`, which costs far more a request.
+    Paths the app does not serve are counted under the route "other", so that a
+    scan of random URLs cannot create new time series.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str], log_name: str):
+        self.app = app
+        self.metrics = metrics
+        self.routes = set(routes)
+        self.log = access_logger(log_name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on; count and log it once the app is done with it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope["path"] if scope["path"] in self.routes else "other"
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            client = scope.get("client")
+            entry = {
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "rows": scope.get("state", {}).get("rows"),
+                "client": f"{client[0]}:{client[1]}" if client else None,
+            }
+            self.log.info(json.dumps(entry))
