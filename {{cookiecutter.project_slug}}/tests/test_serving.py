@@ -1,15 +1,20 @@
+import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+import schemathesis
 from conftest import TARGET
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import registry
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config, ServingConfig
 from {{ cookiecutter.module_name }}.serving.app import create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
 
@@ -154,3 +159,166 @@ def test_an_exported_model_directory_serves_with_its_version(
         version = exported.get("/version").json()
 
     assert (version["model_name"], version["model_version"]) == (PROJECT_SLUG, trained.version)
+
+
+@pytest.fixture(scope="module")
+def limited(trained: TrainResult) -> Iterator[TestClient]:
+    """A server with small limits, and a batch window wide enough to gather requests."""
+    settings = ServingConfig(max_body_bytes=4000, max_request_rows=5, max_batch_wait_ms=50)
+    app = create_app(f"models:/{PROJECT_SLUG}@champion", settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_body_over_the_limit_is_refused_with_413(limited: TestClient, rows: pd.DataFrame) -> None:
+    big = {"dataframe_records": records(rows) * 20}
+
+    declared = limited.post("/invocations", json=big)
+    # Without a Content-Length header (chunked), the body is cut off while it is read.
+    streamed = limited.post("/invocations", content=iter([json.dumps(big).encode()]), headers=JSON)
+
+    for response in (declared, streamed):
+        assert response.status_code == 413
+        assert "MAX_BODY_BYTES" in response.json()["message"]
+    assert limited.get("/health").status_code == 200
+
+
+def test_too_many_rows_are_refused_with_413(limited: TestClient, rows: pd.DataFrame) -> None:
+    six = pd.concat([rows, rows]).head(6)
+
+    response = limited.post("/invocations", json={"dataframe_records": records(six)})
+
+    assert response.status_code == 413
+    assert "6 rows" in response.json()["message"]
+
+
+def test_concurrent_callers_each_get_the_predictions_of_their_own_rows(
+    limited: TestClient, trained: TrainResult, config: Config
+) -> None:
+    frame = pd.read_csv(config.data.path).drop(columns=TARGET).head(40)
+    model = mlflow.pyfunc.load_model(f"models:/{PROJECT_SLUG}/{trained.version}")
+    integers = frame.select_dtypes("integer").columns
+    expected = list(model.predict(frame.astype(dict.fromkeys(integers, "float64"))))
+    # Requests of 1 to 4 rows, in different formats, all in flight at once.
+    slices = [(start, start + 1 + start % 4) for start in range(0, 36, 3)]
+
+    def call(bounds: tuple[int, int]) -> list[object]:
+        part = frame.iloc[bounds[0] : bounds[1]]
+        response = limited.post("/invocations", json={"dataframe_records": records(part)})
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"]  # type: ignore[no-any-return]
+
+    batches_before = batch_count(limited)
+    with ThreadPoolExecutor(max_workers=len(slices)) as pool:
+        answers = list(pool.map(call, slices))
+
+    assert answers == [expected[start:stop] for start, stop in slices]
+    assert batch_count(limited) - batches_before < len(slices)  # they were batched
+
+
+def batch_count(client: TestClient) -> float:
+    [line] = [
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("prediction_batch_rows_count")
+    ]
+    return float(line.split()[-1])
+
+
+def test_a_request_over_the_timeout_gets_504_and_the_server_stays_up(
+    trained: TrainResult, rows: pd.DataFrame
+) -> None:
+    settings = ServingConfig(request_timeout_s=0.000001)
+    app = create_app(f"models:/{PROJECT_SLUG}@champion", settings)
+    with TestClient(app, raise_server_exceptions=False) as impatient:
+        response = impatient.post("/invocations", json={"dataframe_records": records(rows)})
+
+        assert response.status_code == 504
+        assert "No prediction within" in response.json()["message"]
+        assert impatient.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        ({"dataframe_split": {"columns": ["a", "b"], "data": [[1]]}}, "Row 0"),
+        ({"dataframe_split": {"data": [[1]]}}, "with `columns` and `data`"),
+        ({"dataframe_records": [1, 2]}, "list of {column: value} objects"),
+        ({"dataframe_records": [{}], "instances": [{}]}, "exactly one of"),
+        ({"params": {}}, "exactly one of"),
+    ],
+)
+def test_payloads_of_the_wrong_shape_say_what_shape_is_expected(
+    client: TestClient, payload: dict[str, object], says: str
+) -> None:
+    response = client.post("/invocations", json=payload)
+
+    assert response.status_code == 400
+    assert says in response.json()["message"]
+
+
+def test_metrics_count_requests_by_route_and_predictions(
+    client: TestClient, rows: pd.DataFrame, task: str
+) -> None:
+    client.post("/invocations", json={"dataframe_records": records(rows)})
+    client.post("/invocations", json={"rows": []})
+    client.get("/no-such-page")
+
+    text = client.get("/metrics").text
+
+    assert 'http_requests_total{method="POST",route="/invocations",status="200"}' in text
+    assert 'http_requests_total{method="POST",route="/invocations",status="400"}' in text
+    assert 'http_requests_total{method="GET",route="other",status="404"}' in text
+    assert 'http_request_duration_seconds_bucket{le="0.1",route="/invocations"}' in text
+    assert "prediction_batch_rows_bucket" in text
+    if task == "classification":
+        assert "predictions_total{class=" in text
+    else:
+        assert "predicted_value_count" in text
+
+
+# Values of every JSON type for every column: each request is answered, none with a 5xx.
+JSON_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_rows_never_get_a_server_error(
+    client: TestClient, rows: pd.DataFrame, data: st.DataObject
+) -> None:
+    columns = st.fixed_dictionaries({column: JSON_VALUES for column in rows.columns})
+    payload = {"dataframe_records": data.draw(st.lists(columns, min_size=1, max_size=3))}
+
+    response = client.post("/invocations", json=payload)
+
+    assert response.status_code in (200, 400, 422), response.text
+    assert "Traceback" not in response.text
+
+
+def test_fuzzed_payloads_from_the_openapi_schema_never_get_a_server_error(
+    client: TestClient,
+) -> None:
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(case=schema["/invocations"]["POST"].as_strategy())
+    def check(case: schemathesis.Case) -> None:
+        request = case.as_transport_kwargs(base_url=str(client.base_url))
+        response = client.request(
+            request["method"],
+            request["url"],
+            headers=request.get("headers"),
+            json=request.get("json"),
+            content=request.get("data"),
+        )
+        assert response.status_code < 500, response.text
+        assert "message" in response.json() or "predictions" in response.json()
+
+    check()

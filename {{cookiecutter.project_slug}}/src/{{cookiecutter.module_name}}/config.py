@@ -115,9 +115,10 @@ class ServingConfig(BaseSettings):
     web_concurrency: int = Field(default=1, ge=1)
     # Most rows in one predict call; a request larger than that is predicted alone.
     max_batch_rows: int = Field(default=256, ge=1)
-    # How long a batch waits for more requests before it is predicted. The default,
-    # 0, adds no latency: requests that arrive while the model is busy join the next batch.
-    max_batch_wait_ms: float = Field(default=0.0, ge=0)
+    # Under load, how long a batch waits for the callers it just answered to send
+    # their next request, so that they are predicted together. A lone caller never
+    # waits. 1 ms raised throughput at 16 connections by a third in `make bench`.
+    max_batch_wait_ms: float = Field(default=1.0, ge=0)
     # Limits of one request: a larger body is refused with 413 before it is read,
     # more rows with 413, and no answer within the timeout gives 504.
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)

@@ -1,0 +1,92 @@
+"""The batcher alone, with a stand-in model: what each request gets back, and when."""
+
+import asyncio
+from typing import Any
+
+from {{ cookiecutter.module_name }}.serving.batching import Batcher, predict_jobs
+from {{ cookiecutter.module_name }}.serving.payload import Rows
+
+
+def double(rows: Rows) -> list[Any]:
+    """A model that doubles `x`, and fails on a row holding "bad"."""
+    if any(row["x"] == "bad" for row in rows):
+        raise ValueError("bad row")
+    return [2 * row["x"] for row in rows]
+
+
+class Recorder:
+    """Predicts batches with `double` and remembers their sizes in rows."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def __call__(self, jobs: list[Rows]) -> list[Any]:
+        self.batches.append(sum(len(rows) for rows in jobs))
+        await asyncio.sleep(0.01)  # the model is busy: requests queue up meanwhile
+        return predict_jobs(double, jobs)
+
+
+def requests(sizes: list[int]) -> list[Rows]:
+    """Requests of the given sizes, with distinct values across all of them."""
+    start = 0
+    result = []
+    for size in sizes:
+        result.append([{"x": value} for value in range(start, start + size)])
+        start += size
+    return result
+
+
+async def serve(batcher: Batcher, jobs: list[Rows]) -> list[Any]:
+    running = asyncio.create_task(batcher.run())
+    try:
+        return await asyncio.gather(
+            *(batcher.submit(rows) for rows in jobs), return_exceptions=True
+        )
+    finally:
+        running.cancel()
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_rows() -> None:
+    recorder = Recorder()
+    jobs = requests([1, 3, 2, 1, 5, 1, 1, 2])
+
+    results = asyncio.run(serve(Batcher(recorder, max_rows=64, max_wait=0.0), jobs))
+
+    assert [list(result) for result in results] == [[2 * row["x"] for row in rows] for rows in jobs]
+    assert len(recorder.batches) < len(jobs)
+
+
+def test_a_request_is_never_split_and_batches_respect_max_rows() -> None:
+    recorder = Recorder()
+    jobs = requests([3, 10, 2, 2, 1])
+
+    results = asyncio.run(serve(Batcher(recorder, max_rows=4, max_wait=0.0), jobs))
+
+    assert [len(result) for result in results] == [3, 10, 2, 2, 1]
+    assert 10 in recorder.batches  # larger than max_rows: alone, whole
+    assert all(size <= 4 for size in recorder.batches if size != 10)
+
+
+def test_a_bad_request_fails_alone() -> None:
+    jobs = [[{"x": 1}], [{"x": "bad"}], [{"x": 3}]]
+
+    results = asyncio.run(serve(Batcher(Recorder(), max_rows=64, max_wait=0.05), jobs))
+
+    assert list(results[0]) == [2]
+    assert isinstance(results[1], ValueError)
+    assert list(results[2]) == [6]
+
+
+def test_a_wrong_number_of_predictions_is_an_error_not_a_misaligned_answer() -> None:
+    [outcome] = predict_jobs(lambda rows: [0, 0], [[{"x": 1}, {"x": 2}, {"x": 3}]])
+
+    assert isinstance(outcome, ValueError)
+    assert "2 predictions for 3 rows" in str(outcome)
+
+
+def test_a_lone_caller_does_not_wait_for_the_batch_window() -> None:
+    async def one_request() -> Any:
+        batcher = Batcher(Recorder(), max_rows=64, max_wait=60.0)
+        return await asyncio.wait_for(serve(batcher, [[{"x": 1}]]), timeout=10)
+
+    assert [list(result) for result in asyncio.run(one_request())] == [[2]]

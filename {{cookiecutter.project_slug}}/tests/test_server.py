@@ -1,0 +1,127 @@
+"""The server as it runs in production: a process of its own, its signals and its logs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TARGET
+
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.train import TrainResult
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start `serve` in a process of its own; yield it and its port once it is healthy."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve", "--port", str(port)],
+            env={**os.environ, "MODEL_URI": f"models:/{PROJECT_SLUG}@champion", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not healthy(port):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        yield process, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def post(port: int, body: bytes) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def body(config: Config) -> bytes:
+    rows = pd.read_csv(config.data.path).drop(columns=TARGET).head(2)
+    return json.dumps({"dataframe_split": rows.to_dict(orient="split", index=False)}).encode()
+
+
+def test_sigterm_lets_the_request_in_flight_finish(
+    trained: TrainResult, body: bytes, tmp_path: Path
+) -> None:
+    with server(tmp_path / "server.log") as (process, port):
+        # Half a request: the server has it in flight when SIGTERM arrives.
+        connection = socket.create_connection(("127.0.0.1", port))
+        head = (
+            f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        connection.sendall(head + body[:10])
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        connection.sendall(body[10:])
+        answer = connection.makefile("rb").read().decode()
+        connection.close()
+
+        assert answer.startswith("HTTP/1.1 200"), answer
+        assert '"predictions"' in answer
+        # Then it stops by itself; uvicorn re-raises SIGTERM once it is done (exit
+        # status -15), which a container's PID 1 ignores (exit status 0).
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_each_request_is_one_json_line_in_the_log(
+    trained: TrainResult, body: bytes, tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    with server(log) as (process, port):
+        post(port, body)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    [entry] = [entry for entry in entries if entry["path"] == "/invocations"]
+    assert entry["method"] == "POST"
+    assert entry["status"] == 200
+    assert entry["rows"] == 2
+    assert entry["duration_ms"] > 0
+
+
+def test_workers_share_their_metrics(trained: TrainResult, body: bytes, tmp_path: Path) -> None:
+    with server(tmp_path / "server.log", WEB_CONCURRENCY="2") as (_, port):
+        for _ in range(6):  # new connections, spread over both workers
+            post(port, body)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+
+    [rows] = [line for line in metrics.splitlines() if line.startswith("predicted_rows_total")]
+    assert float(rows.split()[-1]) == 12
