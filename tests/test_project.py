@@ -6,6 +6,7 @@ uv environment (uv's cache is shared, so installs after the first are fast).
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +92,31 @@ def test_server_names_a_missing_column(project: Path, server: str) -> None:
 
     assert status == 400
     assert columns[0] in answer["message"]
+
+
+def test_locustfile_load_tests_the_server_without_failures(
+    project: Path, server: str, tmp_path: Path
+) -> None:
+    locust = ["uv", "run", "--locked", "--group", "load", "locust", "--headless", "--host", server]
+    run([*locust, "--users", "4", "--run-time", "4s", "--csv", str(tmp_path / "load")], project)
+
+    with (tmp_path / "load_stats.csv").open() as file:
+        [total] = [row for row in csv.DictReader(file) if row["Name"] == "Aggregated"]
+    assert int(total["Request Count"]) > 0
+    assert int(total["Failure Count"]) == 0
+
+
+def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) -> None:
+    require_tier("project", which("wrk"))
+
+    output = run(["make", "bench", "BENCH_SECONDS=2"], project)
+
+    servers = ["this project", "mlflow models serve", "echo (HTTP floor)"]
+    row = re.compile(rf"^({'|'.join(map(re.escape, servers))}) +(\d+) +([\d.]+) ", re.MULTILINE)
+    rates = {(name, connections): float(rate) for name, connections, rate in row.findall(output)}
+    assert set(rates) == {(name, connections) for name in servers for connections in ("1", "16")}
+    assert all(rate > 0 for rate in rates.values())
+    assert "x the throughput of mlflow models serve" in output
 
 
 def test_a_worse_model_stays_challenger(project: Path) -> None:

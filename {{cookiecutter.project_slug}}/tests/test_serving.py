@@ -78,6 +78,18 @@ def test_each_json_format_returns_the_model_predictions(
     assert response.json() == {"predictions": expected}
 
 
+def test_a_lone_row_with_missing_values_gets_the_in_process_prediction(
+    client: TestClient, rows: pd.DataFrame, expected: list[object]
+) -> None:
+    # The first row misses a number and a string: alone, nothing in its batch has them.
+    assert rows.iloc[0].isna().sum() >= 2
+
+    response = client.post("/invocations", json={"dataframe_records": records(rows.head(1))})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected[:1]}
+
+
 def test_csv_returns_the_model_predictions(
     client: TestClient, rows: pd.DataFrame, expected: list[object]
 ) -> None:

@@ -202,13 +202,19 @@ def to_frame(rows: Rows, schema: Schema | None) -> pd.DataFrame:
     if len(specs) < len(schema.inputs):
         cast: pd.DataFrame = cast_df_types_according_to_schema(pd.DataFrame(rows), schema)  # type: ignore[no-untyped-call]
         return cast
-    columns = {}
+    columns: dict[str, Any] = {}
     for spec, data_type in specs:
         name = str(spec.name)  # a schema with input names: none is None
         if not spec.required and not any(name in row for row in rows):
             continue
+        values = [row.get(name) for row in rows]
         try:
-            columns[name] = np.array([row.get(name) for row in rows], dtype=data_type.to_pandas())
+            if data_type == DataType.string:
+                # pandas' string dtype, as `read_csv` gives: a missing value is NaN, which
+                # imputers see as missing, whether or not other rows of the batch have a value.
+                columns[name] = pd.array(values, dtype="str")
+            else:
+                columns[name] = np.array(values, dtype=data_type.to_pandas())
         except (TypeError, ValueError) as error:
             raise PayloadError(
                 f"Column {name!r} must hold {data_type.name} values: {error}."
