@@ -39,6 +39,8 @@ BASE_FILES = {
     "deploy/tracking/Dockerfile",
     "pyproject.toml",
     "uv.lock",
+    "locustfile.py",
+    "benchmarks/serving.py",
     "src/{module}/__init__.py",
     "src/{module}/__main__.py",
     "src/{module}/cli.py",
@@ -63,6 +65,8 @@ BASE_FILES = {
     "tests/test_data.py",
     "tests/test_pipeline.py",
     "tests/test_promotion.py",
+    "tests/test_batching.py",
+    "tests/test_server.py",
     "tests/test_serving.py",
     "tests/test_training.py",
 }

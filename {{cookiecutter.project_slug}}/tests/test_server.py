@@ -19,6 +19,8 @@ from conftest import TARGET
 from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.train import TrainResult
 
+SERVE = [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve"]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -32,7 +34,7 @@ def server(log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve", "--port", str(port)],
+            [*SERVE, "--port", str(port)],
             env={**os.environ, "MODEL_URI": f"models:/{PROJECT_SLUG}@champion", **env},
             stdout=out,
             stderr=subprocess.STDOUT,
