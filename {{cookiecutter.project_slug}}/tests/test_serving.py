@@ -1,4 +1,7 @@
 import json
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -334,3 +337,22 @@ def test_fuzzed_payloads_from_the_openapi_schema_never_get_a_server_error(
         assert "message" in response.json() or "predictions" in response.json()
 
     check()
+
+
+def test_the_server_recovers_when_the_model_process_dies(
+    trained: TrainResult, rows: pd.DataFrame, expected: list[object]
+) -> None:
+    before = set(multiprocessing.active_children())
+    with TestClient(create_app(f"models:/{PROJECT_SLUG}@champion")) as recovering:
+        [model] = [p for p in multiprocessing.active_children() if p not in before]
+        os.kill(model.pid, signal.SIGKILL)
+        model.join()
+        payload = {"dataframe_records": records(rows)}
+
+        assert recovering.get("/health").status_code == 503
+        lost = recovering.post("/invocations", json=payload)
+        assert lost.status_code == 503
+        assert "retry" in lost.json()["message"]
+        # A new model process answers the next request.
+        assert recovering.post("/invocations", json=payload).json() == {"predictions": expected}
+        assert recovering.get("/health").status_code == 200

@@ -167,6 +167,8 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
         """Answer 200 once the model is loaded."""
         if "served" not in state:
             return JSONResponse({"status": "loading"}, status_code=503)
+        if not state["predictor"].process.is_alive():
+            return JSONResponse({"status": "the model process is down"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/version")

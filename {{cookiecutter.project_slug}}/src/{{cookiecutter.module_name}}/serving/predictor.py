@@ -3,26 +3,21 @@
 Python runs one thread at a time per process. A model predicting on a thread of
 the server's process holds the event loop back for as long as it computes; in a
 process of its own it computes on one core while the server reads, parses and
-answers requests on another. The rows go there and the predictions come back
-pickled, which costs far less than the stalls it saves (benchmarks/RESULTS.md
-of the template has the figures).
+answers requests on another. Batches go there over a pipe and predictions come
+back the same way; the event loop watches the pipe, so no thread stands between
+them (benchmarks/RESULTS.md of the template has the figures).
 """
 
 import asyncio
 import gc
 import logging
 import multiprocessing
-import os
+import pickle
 import signal
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from typing import Any
 
 import mlflow
-from mlflow.pyfunc import PyFuncModel
-from mlflow.types import Schema
 
 from ..config import tracking_uri
 from .batching import predict_jobs
@@ -30,51 +25,47 @@ from .payload import Rows, to_frame
 
 log = logging.getLogger(__name__)
 
-# The model and its input schema, in the prediction process only.
-_model: PyFuncModel | None = None
-_schema: Schema | None = None
+READY = "ready"
 
 
 class PredictorError(RuntimeError):
-    """The prediction process stopped; a new one is started for the next requests."""
+    """The model process is gone; a new one is started for the next requests."""
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit when the server process is gone, however it ended."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(0)
-
-
-def _load(uri: str, parent: int) -> None:
-    """Start the prediction process: load the model, then wait for batches."""
+def serve(model_uri: str, connection: Connection) -> None:
+    """The model process: load the model, then predict each batch received, until EOF."""
     # The server decides when this process stops: signals sent to the whole
     # process group (Ctrl-C, a supervisor) must not cut predictions in flight short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    global _model, _schema
-    mlflow.set_tracking_uri(tracking_uri())
-    _model = mlflow.pyfunc.load_model(uri)
-    _schema = _model.metadata.get_input_schema()
+    try:
+        mlflow.set_tracking_uri(tracking_uri())
+        model = mlflow.pyfunc.load_model(model_uri)
+        schema = model.metadata.get_input_schema()
+    except Exception as error:  # reported by the server, which cannot start without it
+        connection.send(f"{type(error).__name__}: {error}")
+        return
     # The model lives as long as the process: keep the garbage collector from
     # walking through it again and again, which stalls predictions under load.
     gc.freeze()
+    connection.send(READY)
+    while True:
+        try:
+            jobs = connection.recv()
+        except EOFError:  # the server closed the pipe, or is gone
+            return
+        outcomes = predict_jobs(lambda rows: model.predict(to_frame(rows, schema)), jobs)
+        try:
+            connection.send(outcomes)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            # An exception that cannot be pickled: send its message instead.
+            connection.send([_portable(outcome) for outcome in outcomes])
 
 
-def _predict(rows: Rows) -> Any:
-    """Predict rows, typed by the model's signature as MLflow's server does."""
-    assert _model is not None, "the model is loaded when the process starts"
-    return _model.predict(to_frame(rows, _schema))
-
-
-def predict_batch(jobs: list[Rows]) -> list[Any]:
-    """Predict a batch of requests' rows (in the prediction process)."""
-    return predict_jobs(_predict, jobs)
-
-
-def _ready() -> bool:
-    return _model is not None
+def _portable(outcome: Any) -> Any:
+    if isinstance(outcome, Exception):
+        return RuntimeError(f"{type(outcome).__name__}: {outcome}")
+    return outcome
 
 
 class Predictor:
@@ -82,36 +73,66 @@ class Predictor:
 
     def __init__(self, model_uri: str) -> None:
         self.model_uri = model_uri
-        self.pool = self._start()
+        self.start()
 
-    def _start(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1,
-            # A fresh interpreter: forking a process that runs threads is unsafe.
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load,
-            initargs=(self.model_uri, os.getpid()),
+    def start(self) -> None:
+        """Start the model process (a fresh interpreter: forking a threaded process is unsafe)."""
+        context = multiprocessing.get_context("spawn")
+        self.connection, child_end = context.Pipe()
+        self.process = context.Process(
+            target=serve, args=(self.model_uri, child_end), name="model", daemon=False
         )
+        self.process.start()
+        child_end.close()  # the child's end lives in the child only: its exit means EOF here
+        self.ready = False
+
+    async def receive(self) -> Any:
+        """Wait, without blocking the event loop, for the model process' next message."""
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        descriptor = self.connection.fileno()
+        loop.add_reader(descriptor, wake)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(descriptor)
+        try:
+            return self.connection.recv()
+        except (EOFError, OSError):
+            raise PredictorError(
+                f"The model process stopped (exit code {self.process.exitcode})."
+            ) from None
 
     async def wait_ready(self) -> None:
-        """Wait until the model is loaded in the prediction process."""
-        try:
-            await asyncio.get_running_loop().run_in_executor(self.pool, _ready)
-        except BrokenProcessPool:
-            raise PredictorError(
-                f"The prediction process could not load {self.model_uri}: its log above says why."
-            ) from None
+        """Wait until the model is loaded; raise PredictorError saying why it is not."""
+        message = await self.receive()
+        if message != READY:
+            raise PredictorError(f"The model process could not load {self.model_uri}: {message}")
+        self.ready = True
 
     async def predict(self, jobs: list[Rows]) -> list[Any]:
         """Predict the jobs; one outcome each: predictions, or the exception raised."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, predict_batch, jobs)
-        except BrokenProcessPool:
-            log.error("The prediction process stopped; starting a new one.")
-            self.pool = self._start()
-            error = PredictorError("The model process stopped during the prediction: retry.")
-            return [error] * len(jobs)
+            if not self.ready:
+                await self.wait_ready()
+            self.connection.send(jobs)
+            outcomes: list[Any] = await self.receive()
+        except (PredictorError, OSError) as error:
+            log.error("%s Starting a new model process.", error)
+            self.close()
+            self.start()
+            return [PredictorError("The model process stopped: retry the request.")] * len(jobs)
+        return outcomes
 
     def close(self) -> None:
-        """Let the batch in progress finish, then stop the process."""
-        self.pool.shutdown(wait=True)
+        """Stop the model process: it finishes the batch in progress, then sees EOF."""
+        self.connection.close()
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
