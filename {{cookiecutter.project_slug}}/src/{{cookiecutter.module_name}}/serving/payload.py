@@ -186,27 +186,34 @@ def parse(body: bytes, content_type: str, schema: Schema | None, max_rows: int) 
     return rows
 
 
+def is_direct(schema: Schema | None) -> bool:
+    """Whether `to_frame` casts every input of the signature itself."""
+    return (
+        schema is not None
+        and schema.has_input_names()
+        and all(
+            isinstance(spec, ColSpec) and isinstance(spec.type, DataType) and spec.type in DIRECT
+            for spec in schema.inputs
+        )
+    )
+
+
 def to_frame(rows: Rows, schema: Schema | None) -> pd.DataFrame:
     """Make a DataFrame of rows, each column cast to its type in the model's signature.
 
     Numbers, booleans and strings are cast here, column by column, which is ten times
     faster than MLflow's cast; other types (dates, binary, arrays) go through MLflow's.
+    The frame has the signature's columns, in its order; a missing value is NaN.
     """
     if schema is None or not schema.has_input_names():
         return pd.DataFrame(rows)
-    specs = [
-        (spec, spec.type)
-        for spec in schema.inputs
-        if isinstance(spec, ColSpec) and isinstance(spec.type, DataType) and spec.type in DIRECT
-    ]
-    if len(specs) < len(schema.inputs):
+    if not is_direct(schema):
         cast: pd.DataFrame = cast_df_types_according_to_schema(pd.DataFrame(rows), schema)  # type: ignore[no-untyped-call]
         return cast
     columns: dict[str, Any] = {}
-    for spec, data_type in specs:
-        name = str(spec.name)  # a schema with input names: none is None
-        if not spec.required and not any(name in row for row in rows):
-            continue
+    for spec in schema.inputs:
+        name, data_type = str(spec.name), spec.type
+        assert isinstance(data_type, DataType)  # is_direct checked it
         values = [row.get(name) for row in rows]
         try:
             if data_type == DataType.string:

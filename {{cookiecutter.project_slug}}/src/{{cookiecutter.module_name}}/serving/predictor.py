@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import pickle
 import signal
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -21,7 +22,7 @@ import mlflow
 
 from ..config import tracking_uri
 from .batching import predict_jobs
-from .payload import Rows, to_frame
+from .payload import Rows, is_direct, to_frame
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,7 @@ def serve(model_uri: str, connection: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         mlflow.set_tracking_uri(tracking_uri())
-        model = mlflow.pyfunc.load_model(model_uri)
-        schema = model.metadata.get_input_schema()
+        predict = load_predict(model_uri)
     except Exception as error:  # reported by the server, which cannot start without it
         connection.send(f"{type(error).__name__}: {error}")
         return
@@ -54,12 +54,28 @@ def serve(model_uri: str, connection: Connection) -> None:
             jobs = connection.recv()
         except EOFError:  # the server closed the pipe, or is gone
             return
-        outcomes = predict_jobs(lambda rows: model.predict(to_frame(rows, schema)), jobs)
+        outcomes = predict_jobs(predict, jobs)
         try:
             connection.send(outcomes)
         except (pickle.PicklingError, TypeError, AttributeError):
             # An exception that cannot be pickled: send its message instead.
             connection.send([_portable(outcome) for outcome in outcomes])
+
+
+def load_predict(model_uri: str) -> Callable[[Rows], Any]:
+    """Load the model; return its predict for rows.
+
+    A scikit-learn model whose signature `to_frame` casts entirely is called directly:
+    the frame already has the signature's columns and types, and MLflow's checks in
+    `PyFuncModel.predict` would build it once more (1.5 ms a call, about 15 % of the
+    default model's). Any other model goes through `PyFuncModel.predict`.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
+    schema = model.metadata.get_input_schema()
+    if is_direct(schema) and model.loader_module == "mlflow.sklearn":
+        estimator = model.get_raw_model()
+        return lambda rows: estimator.predict(to_frame(rows, schema))
+    return lambda rows: model.predict(to_frame(rows, schema))
 
 
 def _portable(outcome: Any) -> Any:
