@@ -47,9 +47,15 @@ def server(log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int
             time.sleep(0.3)
         yield process, port
     finally:
+        # SIGTERM, as a supervisor does: with several workers, SIGKILL to the parent alone
+        # would leave the workers (and their model processes) running.
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def healthy(port: int) -> bool:
