@@ -205,9 +205,12 @@ def test_a_server_that_dies_during_training_leaves_nothing_half_registered(
     trained_twice: list[str], team_project: Path, server: TrackingServer, postgres: str
 ) -> None:
     log = Path(server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / "train.log"
+    # 3000 trees: the fit, between the run's start and its registration, lasts seconds,
+    # so that the server is stopped while the run is RUNNING and nothing is registered yet.
+    slow = client_env(server.url, TEAM_MODEL_ESTIMATOR__PARAMS='{"n_estimators": 3000}')
     with log.open("w") as output:
         training = subprocess.Popen(
-            ["make", "train"], cwd=team_project, env=client_env(server.url),
+            ["make", "train"], cwd=team_project, env=slow,
             stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     deadline = time.monotonic() + 120
