@@ -111,7 +111,7 @@ def test_image_serves_exactly_the_models_predictions(project: Path, container: t
 def test_image_reports_the_baked_model_and_labels(
     project: Path, image: str, container: tuple[str, str]
 ) -> None:
-    version = http(f"{container[1]}/version")[1]
+    version = http(f"{container[1]}/model")[1]
     labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image))
     head = run(["git", "rev-parse", "HEAD"], project).strip()
 

@@ -5,11 +5,15 @@ uv environment (uv's cache is shared, so installs after the first are fast).
 """
 
 import csv
+import http.client
+import importlib.util
 import json
 import re
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow.artifacts
 import pytest
 from conftest import TEMPLATE, Background, clean_env, free_port, http, require_tier, run, sample, which
 from mlflow import MlflowClient
@@ -79,7 +83,82 @@ def test_served_predictions_match_batch_predictions(project: Path, server: str, 
 
     assert status == 200, answer
     assert [str(p) for p in answer["predictions"]] == batch
-    assert http(f"{server}/version")[1]["model_version"] == "1"
+    assert http(f"{server}/model")[1]["model_version"] == "1"
+
+
+def raw(url: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, bytes]:
+    """GET (or POST `body`) and return the status and the body as they are.
+
+    http.client, not urllib: urllib adds a Content-Type of its own to a POST without one.
+    """
+    address = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(address.netloc, timeout=60)
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    try:
+        connection.request("GET" if body is None else "POST", address.path, body, headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def mlflow_cases(project: Path):
+    """The baked project's catalogue of MLflow's scoring-server cases."""
+    path = project / "tests" / "mlflow_scoring_cases.py"
+    spec = importlib.util.spec_from_file_location(f"mlflow_scoring_cases_{project.name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`mlflow models serve` on the same champion, from the project's own environment."""
+    uri = f"models:/{slug(project)}@champion"
+    serving = Background(
+        ["uv", "run", "--locked", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", "{port}"],
+        project, clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}"),
+        tmp_path_factory.mktemp("mlflow-serve") / "log",
+    )  # fmt: skip
+    serving.start()
+    yield serving.url
+    serving.stop()
+
+
+def test_both_servers_answer_every_case_of_mlflows_tests_alike(
+    project: Path, server: str, mlflow_server: str
+) -> None:
+    """A drop-in: where MLflow's server answers 2xx, ours does with the same predictions."""
+    catalogue = mlflow_cases(project)
+    example_file = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{slug(project)}@champion/serving_input_example.json",
+        tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
+    )
+    example = json.loads(Path(example_file).read_text())["dataframe_split"]
+    columns, rows = example["columns"], example["data"]
+    cases = [*catalogue.cases(columns, rows), catalogue.parquet(columns, rows)]
+
+    wrong = []
+    for case in cases:
+        theirs = raw(f"{mlflow_server}/invocations", case.body, case.content_type)
+        ours = raw(f"{server}/invocations", case.body, case.content_type)
+        if theirs[0] != case.status:
+            wrong.append(f"{case.name}: mlflow models serve answered {theirs[0]}, not {case.status}")
+        if ours[0] != case.expected_status:
+            wrong.append(f"{case.name}: ours answered {ours[0]} {ours[1][:200]!r}")
+        if ours[0] == theirs[0] == 200 and json.loads(ours[1]) != json.loads(theirs[1]):
+            wrong.append(f"{case.name}: predictions differ: {ours[1][:200]!r} vs {theirs[1][:200]!r}")
+        if 400 <= ours[0] < 500:
+            error = json.loads(ours[1])
+            if not (error.get("error_code") and error.get("message")):
+                wrong.append(f"{case.name}: our error {ours[1][:200]!r} lacks error_code or message")
+
+    assert not wrong, "\n".join(wrong)
+    assert len(cases) > 50
+    for route in ("/ping", "/version"):
+        assert raw(f"{server}{route}") == raw(f"{mlflow_server}{route}"), route
 
 
 def test_server_names_a_missing_column(project: Path, server: str) -> None:

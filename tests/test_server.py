@@ -175,7 +175,7 @@ def test_serve_fetches_the_champion_through_the_server(
         columns, rows = sample(team_project, 2)
         payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
         status, answer = http(f"{serving.url}/invocations", json.dumps(payload).encode())
-        version = http(f"{serving.url}/version")[1]
+        version = http(f"{serving.url}/model")[1]
     finally:
         serving.stop()
 

@@ -3,8 +3,9 @@
 import asyncio
 from typing import Any
 
-from {{ cookiecutter.module_name }}.serving.batching import Batcher, predict_jobs
-from {{ cookiecutter.module_name }}.serving.payload import Rows
+from {{ cookiecutter.module_name }}.serving.batching import Batcher, BatchError
+from {{ cookiecutter.module_name }}.serving.model_process import predict_jobs
+from {{ cookiecutter.module_name }}.serving.protocol import Rows
 
 
 def double(rows: Rows) -> list[Any]:
@@ -90,3 +91,60 @@ def test_a_lone_caller_does_not_wait_for_the_batch_window() -> None:
         return await asyncio.wait_for(serve(batcher, [[{"x": 1}]]), timeout=10)
 
     assert [list(result) for result in asyncio.run(one_request())] == [[2]]
+
+
+def test_the_batcher_survives_a_batch_that_fails_outside_the_model() -> None:
+    calls = 0
+
+    async def flaky(jobs: list[Rows]) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("counting the predictions failed")
+        return predict_jobs(double, jobs)
+
+    async def two_rounds() -> tuple[Any, Any]:
+        batcher = Batcher(flaky, max_rows=64, max_wait=0.0)
+        running = asyncio.create_task(batcher.run())
+        try:
+            first = await asyncio.gather(batcher.submit([{"x": 1}]), return_exceptions=True)
+            second = await asyncio.wait_for(batcher.submit([{"x": 2}]), timeout=10)
+            return first[0], second
+        finally:
+            running.cancel()
+
+    first, second = asyncio.run(two_rounds())
+
+    assert isinstance(first, BatchError)
+    assert list(second) == [4]
+
+
+def test_a_batch_with_a_wrong_number_of_outcomes_is_retried_request_by_request() -> None:
+    async def short(jobs: list[Rows]) -> list[Any]:
+        return predict_jobs(double, jobs)[:-1] if len(jobs) > 1 else predict_jobs(double, jobs)
+
+    async def batch_then_alone() -> tuple[list[Any], Any]:
+        batcher = Batcher(short, max_rows=64, max_wait=0.0)
+        running = asyncio.create_task(batcher.run())
+        try:
+            # Queued together before the batcher wakes: one batch of three.
+            batched = await asyncio.gather(
+                *(batcher.submit(rows) for rows in requests([1, 1, 1])), return_exceptions=True
+            )
+            return batched, await asyncio.wait_for(batcher.submit([{"x": 5}]), timeout=10)
+        finally:
+            running.cancel()
+
+    batched, alone = asyncio.run(batch_then_alone())
+
+    # The batch failed as a whole; tried again one by one, each request is answered.
+    assert [list(result) for result in batched] == [[0], [2], [4]]
+    assert list(alone) == [10]
+
+
+def test_a_split_that_fails_fails_each_request_alone() -> None:
+    # Two rows predicted as one: the batch's split fails, then each request's own.
+    [first, second] = predict_jobs(lambda rows: [0], [[{"x": 1}], [{"x": 2}, {"x": 3}]])
+
+    assert list(first) == [0]
+    assert isinstance(second, ValueError)

@@ -12,11 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from conftest import TARGET
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.config import (
+    PROJECT_SLUG,
+    Config,
+    registered_model_uri,
+)
 from {{ cookiecutter.module_name }}.train import TrainResult
 
 SERVE = [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve"]
@@ -133,3 +139,22 @@ def test_workers_share_their_metrics(trained: TrainResult, body: bytes, tmp_path
 
     [rows] = [line for line in metrics.splitlines() if line.startswith("predicted_rows_total")]
     assert float(rows.split()[-1]) == 12
+
+
+def test_mlflows_own_client_waits_for_the_server_and_scores_a_frame(
+    trained: TrainResult, config: Config, tmp_path: Path
+) -> None:
+    """MLflow's ScoringServerClient, as MLflow's tools drive `mlflow models serve`."""
+    frame = pd.read_csv(config.data.path).drop(columns=TARGET).head(4)
+    model = mlflow.pyfunc.load_model(registered_model_uri(trained.version))
+    integers = frame.select_dtypes("integer").columns
+    expected = model.predict(frame.astype(dict.fromkeys(integers, "float64")))
+
+    with server(tmp_path / "server.log") as (_, port):
+        client = ScoringServerClient("127.0.0.1", port)
+        client.wait_server_ready(timeout=10)
+        predictions = client.invoke(frame).get_predictions()
+        version = client.get_version()
+
+    assert list(predictions.iloc[:, 0]) == list(expected)
+    assert version == mlflow.__version__

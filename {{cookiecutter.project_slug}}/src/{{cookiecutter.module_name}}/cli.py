@@ -1,5 +1,6 @@
 """The command line: every command documents itself with --help."""
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -10,7 +11,15 @@ from typing import Any, TypeVar
 import click
 from pydantic import ValidationError
 
-from .config import CONFIG_FILE, PROJECT_SLUG, Config, ServingConfig, load_config, tracking_uri
+from .config import (
+    CONFIG_FILE,
+    PROJECT_SLUG,
+    Config,
+    ServingConfig,
+    load_config,
+    registered_model_uri,
+    tracking_uri,
+)
 
 # Errors whose message already says what to change: shown without a traceback.
 UserError = (ValueError, RuntimeError, FileNotFoundError)
@@ -133,7 +142,7 @@ def evaluate(
     from .evaluation import evaluate as score
 
     config = read_config(config_path, data, target)
-    uri = f"models:/{PROJECT_SLUG}/{version}" if version else f"models:/{PROJECT_SLUG}@{alias}"
+    uri = registered_model_uri(version) if version else registered_model_uri(alias=alias)
     with user_errors():
         tracking.setup()
         model = mlflow.sklearn.load_model(uri)
@@ -211,21 +220,23 @@ def healthcheck(invoke: bool) -> None:
 )
 @click.option("--host", help="Interface. [default: $HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="Port. [default: $PORT or 8080]")
-@click.option("--check", is_flag=True, help="Load the model, score its input example, exit.")
+@click.option(
+    "--check", is_flag=True, help="Score the model's input example as a request would be, exit."
+)
 def serve(model_uri: str | None, host: str | None, port: int | None, check: bool) -> None:
     """Serve the model over HTTP with MLflow's scoring protocol.
 
     Limits, batching and worker processes come from the environment: see ServingConfig.
     """
-    from .serving.app import check_model
     from .serving.server import run
+    from .serving.service import check_serving
 
     with user_errors():
         settings = ServingConfig()
     uri = model_uri or settings.model_uri
     if check:
         with user_errors():
-            rows = check_model(uri)
+            rows = asyncio.run(check_serving(uri, settings))
         click.echo(f"{uri} loads and scores its input example ({rows} rows).")
         return
     run(uri, settings, host or settings.host, port or settings.port)

@@ -100,6 +100,17 @@ def load_config(path: Path = CONFIG_FILE, **overrides: Any) -> Config:
     return FileConfig(**overrides)
 
 
+def registered_model_uri(
+    version: str | int | None = None, alias: str | None = None, name: str = PROJECT_SLUG
+) -> str:
+    """The `models:/` URI of a version of a registered model (this project's), or of an alias."""
+    if (version is None) == (alias is None):
+        raise ValueError("Name exactly one of a model version and an alias.")
+    if alias is None:
+        return f"models:/{name}/{version}"
+    return f"models:/{name}@{alias}"
+
+
 class ServingConfig(BaseSettings):
     """The served model, where to listen and the server's limits, from the environment.
 
@@ -107,7 +118,7 @@ class ServingConfig(BaseSettings):
     `HOST`, `PORT`, `WEB_CONCURRENCY`, `MAX_BATCH_ROWS`, ...
     """
 
-    model_uri: str = f"models:/{PROJECT_SLUG}@champion"
+    model_uri: str = registered_model_uri(alias="champion")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Worker processes, each with its own copy of the model. One suits a container
@@ -129,3 +140,12 @@ class ServingConfig(BaseSettings):
 def tracking_uri() -> str:
     """Return `MLFLOW_TRACKING_URI` if set, else the SQLite store at the project root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def use_tracking_store() -> str:
+    """Point this process' MLflow at the tracking store; each process calls it once."""
+    import mlflow  # here, not at the top: MLflow takes seconds to import, `--help` should not
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri

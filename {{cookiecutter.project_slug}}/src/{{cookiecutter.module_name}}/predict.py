@@ -5,14 +5,14 @@ from pathlib import Path
 import mlflow
 from mlflow.pyfunc.scoring_server import parse_csv_input
 
-from .config import tracking_uri
+from .config import use_tracking_store
 
 PREDICTION_COLUMN = "prediction"
 
 
 def predict_csv(model_uri: str, source: Path, destination: Path) -> int:
     """Write `source`'s rows with a `prediction` column to `destination`; return the row count."""
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     model = mlflow.pyfunc.load_model(model_uri)
     # Parsed as the server parses text/csv: columns take the types of the model's signature.
     schema = model.metadata.get_input_schema()

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from .config import MODEL_INFO_FILE, PROJECT_SLUG, Config
+from .config import MODEL_INFO_FILE, PROJECT_SLUG, Config, registered_model_uri
 from .evaluation import evaluate, is_better
 
 CHAMPION = "champion"
@@ -70,9 +70,7 @@ def gate(
     if metric not in candidate_metrics:
         return Decision(False, f"the new model has no {metric!r} on this data")
     try:
-        champion_model: Any = mlflow.sklearn.load_model(
-            f"models:/{PROJECT_SLUG}/{champion.version}"
-        )
+        champion_model: Any = mlflow.sklearn.load_model(registered_model_uri(champion.version))
         champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[
             metric
         ]
@@ -120,8 +118,9 @@ def export_champion(client: MlflowClient, destination: Path) -> ModelVersion:
     if champion is None:
         raise RegistryError(f"Model {PROJECT_SLUG} has no champion yet: run `make train` first.")
     shutil.rmtree(destination, ignore_errors=True)
-    uri = f"models:/{PROJECT_SLUG}/{champion.version}"
-    mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination))
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=registered_model_uri(champion.version), dst_path=str(destination)
+    )
     info = {"name": PROJECT_SLUG, "version": str(champion.version), "run_id": champion.run_id}
     (destination / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return champion

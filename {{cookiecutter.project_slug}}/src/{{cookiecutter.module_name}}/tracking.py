@@ -16,7 +16,7 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
 from . import TEMPLATE_VERSION
-from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, tracking_uri
+from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
 
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
@@ -27,8 +27,7 @@ SERVING_DISTRIBUTIONS = ["mlflow-skinny", "scikit-learn", "skops", "pandas", "nu
 
 def setup() -> MlflowClient:
     """Point MLflow at the tracking store and the project's experiment, creating it if needed."""
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    uri = use_tracking_store()
     client = MlflowClient(uri)
     if client.get_experiment_by_name(PROJECT_SLUG) is None:
         # A local store keeps artifacts beside it, whatever the working directory;

@@ -69,6 +69,11 @@ class Metrics:
             buckets=VALUE_BUCKETS,
             registry=self.registry,
         )
+        self.batcher_restarts = Counter(
+            "batcher_restarts",
+            "Times the batcher stopped and was started again (0 unless something is wrong).",
+            registry=self.registry,
+        )
         self.model = Gauge(
             "model_info",
             "The served model: 1, labelled with its name, version and URI.",

@@ -1,10 +1,10 @@
-"""Request bodies in MLflow's scoring protocol, turned into rows for the model.
+"""MLflow's scoring protocol: request bodies become rows, predictions and errors become JSON.
 
-Every payload `mlflow models serve` accepts is accepted here. Tables (the usual
-payloads) become a list of rows, checked but not yet typed: turning rows into a
-DataFrame cast to the model's signature costs about as much for one row as for
-hundreds, so it is done once per batch (`to_frame`), not once per request.
-Anything else is parsed by MLflow's own scoring-server functions.
+Every payload `mlflow models serve` accepts is accepted here, and what it refuses
+is refused, with the differences listed in the README's "Serving" section. Tables
+(the usual payloads) become a list of rows, checked but not yet typed: the model's
+process types the rows of a whole batch at once. Anything else is parsed by
+MLflow's own scoring-server functions.
 https://mlflow.org/docs/latest/ml/deployment/deploy-model-locally/#local-inference-server-spec
 """
 
@@ -12,17 +12,23 @@ import io
 import json
 from typing import Any
 
-import numpy as np
 import pandas as pd
+from fastapi.responses import JSONResponse, Response
 from mlflow.exceptions import MlflowException
-from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
-from mlflow.types import ColSpec, DataType, Schema
-from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
+from mlflow.pyfunc.scoring_server import (
+    infer_and_parse_data,
+    parse_csv_input,
+    parse_parquet_input,
+    predictions_to_json,
+)
+from mlflow.types import Schema
 
 PAYLOAD_FORMATS = {"dataframe_split", "dataframe_records", "instances", "inputs"}
-# The protocol's optional inference parameters, passed beside the data.
-PAYLOAD_EXTRAS = {"params"}
+# Keys of MLflow's unified input for language models, which take no table.
+LLM_KEYS = {"messages", "prompt", "input"}
 FORMATS = ", ".join(sorted(PAYLOAD_FORMATS))
+JSON, CSV, PARQUET = "application/json", "text/csv", "application/vnd.apache.parquet"
+CONTENT_TYPES = (JSON, CSV, PARQUET)
 
 # The request body as documented in /openapi.json.
 OPENAPI_BODY = {
@@ -54,16 +60,22 @@ OPENAPI_BODY = {
 }
 
 
+# A table as a list of rows, each a {column: value} mapping.
+Rows = list[dict[str, Any]]
+
+
 class PayloadError(ValueError):
     """The request cannot be scored; the message says what is wrong with it."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST") -> None:
         super().__init__(message)
         self.status = status
+        # MLflow's error code, as its server names this error.
+        self.code = code
 
-    def __reduce__(self) -> tuple[type["PayloadError"], tuple[str, int]]:
+    def __reduce__(self) -> tuple[type["PayloadError"], tuple[str, int, str]]:
         # Raised in the prediction process too: it must cross back intact.
-        return PayloadError, (str(self), self.status)
+        return PayloadError, (str(self), self.status, self.code)
 
 
 def as_records(payload: dict[str, Any]) -> dict[str, Any]:
@@ -85,20 +97,6 @@ def as_records(payload: dict[str, Any]) -> dict[str, Any]:
     else:
         return payload
     return {**{k: v for k, v in payload.items() if k != key}, "dataframe_records": rows}
-
-
-# A table as a list of rows, each a {column: value} mapping.
-Rows = list[dict[str, Any]]
-
-# Signature types `to_frame` casts itself.
-DIRECT = {
-    DataType.boolean,
-    DataType.integer,
-    DataType.long,
-    DataType.float,
-    DataType.double,
-    DataType.string,
-}
 
 
 def split_rows(split: Any) -> Rows:
@@ -129,12 +127,16 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
         raise PayloadError(f"The body is not valid JSON: {error}.") from None
     if not isinstance(payload, dict):
         raise PayloadError(f"The JSON body must be an object with one of {FORMATS}.")
-    unknown = set(payload) - PAYLOAD_FORMATS - PAYLOAD_EXTRAS
-    if unknown:
-        raise PayloadError(f"Unknown keys {sorted(unknown)}: use exactly one of {FORMATS}.")
-    if len(payload.keys() & PAYLOAD_FORMATS) != 1:
-        raise PayloadError(f"Use exactly one of {FORMATS}.")
-    payload = as_records(payload)
+    if llm := sorted(payload.keys() & LLM_KEYS):
+        raise PayloadError(f"The model takes a table, not a language model's input {llm}.")
+    # As MLflow's server: keys other than the formats (and `params`) are ignored.
+    formats = sorted(payload.keys() & PAYLOAD_FORMATS)
+    if len(formats) != 1:
+        raise PayloadError(
+            f"Use exactly one of {FORMATS}; the body has "
+            f"{', '.join(formats) if formats else 'none'} (keys: {sorted(payload)})."
+        )
+    payload = as_records({formats[0]: payload[formats[0]]})
     if "dataframe_split" in payload:
         return split_rows(payload["dataframe_split"])
     if "dataframe_records" in payload:
@@ -152,20 +154,44 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
     return frame.to_dict(orient="records")  # type: ignore[return-value]
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header; PayloadError (415) for what MLflow refuses.
+
+    Exactly as MLflow's server: the media type as written (case matters), a `charset`
+    parameter other than UTF-8, or any other parameter (`format=pandas-split` of
+    the protocol before MLflow 2.0), is refused.
+    """
+    media, *parameters = (part.strip() for part in content_type.split(";"))
+    values = {key: value for key, _, value in (part.partition("=") for part in parameters)}
+    if values.get("charset", "utf-8").lower() != "utf-8":
+        raise PayloadError("The body must be UTF-8 text: send charset=utf-8 or no charset.", 415)
+    if unknown := sorted(values.keys() - {"charset"}):
+        raise PayloadError(
+            f"Unknown content type parameters {unknown}: send only the media type "
+            "(MLflow 2.0 replaced `format=...` by the payload's key).",
+            status=415,
+        )
+    if media not in CONTENT_TYPES:
+        raise PayloadError(
+            f"Content type {content_type or 'none'!r} is not supported: "
+            f"send one of {', '.join(CONTENT_TYPES)}.",
+            status=415,
+        )
+    return media
+
+
 def parse(body: bytes, content_type: str, schema: Schema | None, max_rows: int) -> Rows:
     """Turn a request body into rows, or raise PayloadError naming what is wrong."""
+    media = media_type(content_type)
     try:
-        if content_type == "application/json":
+        if media == JSON:
             rows = parse_json(body, schema)
-        elif content_type == "text/csv":
+        elif media == CSV:
             frame = parse_csv_input(io.StringIO(body.decode("utf-8")), schema=schema)  # type: ignore[arg-type]
             rows = frame.to_dict(orient="records")
         else:
-            raise PayloadError(
-                f"Content type {content_type or 'none'!r} is not supported: "
-                "send application/json or text/csv.",
-                status=415,
-            )
+            frame = parse_parquet_input(io.BytesIO(body))  # type: ignore[no-untyped-call]
+            rows = frame.to_dict(orient="records")
     except UnicodeDecodeError as error:
         raise PayloadError(f"The body is not valid UTF-8 text: {error}.") from None
     except MlflowException as error:
@@ -182,48 +208,20 @@ def parse(body: bytes, content_type: str, schema: Schema | None, max_rows: int) 
         present = set().union(*rows)
         missing = [name for name in schema.required_input_names() if name not in present]
         if missing:
-            raise PayloadError(f"Missing columns the model needs: {missing}.")
+            raise PayloadError(
+                f"Missing columns the model needs: {missing}.", code="INVALID_PARAMETER_VALUE"
+            )
     return rows
 
 
-def is_direct(schema: Schema | None) -> bool:
-    """Whether `to_frame` casts every input of the signature itself."""
-    return (
-        schema is not None
-        and schema.has_input_names()
-        and all(
-            isinstance(spec, ColSpec) and isinstance(spec.type, DataType) and spec.type in DIRECT
-            for spec in schema.inputs
-        )
-    )
+def predictions_response(predictions: Any) -> Response:
+    """The answer to a scored request: `{"predictions": ...}`, written by MLflow's own encoder."""
+    body = io.StringIO()
+    predictions_to_json(predictions, body)  # type: ignore[no-untyped-call]
+    return Response(body.getvalue(), media_type=JSON)
 
 
-def to_frame(rows: Rows, schema: Schema | None) -> pd.DataFrame:
-    """Make a DataFrame of rows, each column cast to its type in the model's signature.
-
-    Numbers, booleans and strings are cast here, column by column, which is ten times
-    faster than MLflow's cast; other types (dates, binary, arrays) go through MLflow's.
-    The frame has the signature's columns, in its order; a missing value is NaN.
-    """
-    if schema is None or not schema.has_input_names():
-        return pd.DataFrame(rows)
-    if not is_direct(schema):
-        cast: pd.DataFrame = cast_df_types_according_to_schema(pd.DataFrame(rows), schema)  # type: ignore[no-untyped-call]
-        return cast
-    columns: dict[str, Any] = {}
-    for spec in schema.inputs:
-        name, data_type = str(spec.name), spec.type
-        assert isinstance(data_type, DataType)  # is_direct checked it
-        values = [row.get(name) for row in rows]
-        try:
-            if data_type == DataType.string:
-                # pandas' string dtype, as `read_csv` gives: a missing value is NaN, which
-                # imputers see as missing, whether or not other rows of the batch have a value.
-                columns[name] = pd.array(values, dtype="str")
-            else:
-                columns[name] = np.array(values, dtype=data_type.to_pandas())
-        except (TypeError, ValueError) as error:
-            raise PayloadError(
-                f"Column {name!r} must hold {data_type.name} values: {error}."
-            ) from None
-    return pd.DataFrame(columns)
+def error_response(message: str, status: int, code: str | None = None) -> JSONResponse:
+    """An error in the shape MLflow's clients parse (`error_code`, `message`), no stack trace."""
+    code = code or ("BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    return JSONResponse({"error_code": code, "message": message}, status_code=status)

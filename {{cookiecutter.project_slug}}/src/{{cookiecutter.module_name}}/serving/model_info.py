@@ -1,0 +1,64 @@
+"""Which model is served: its URI, registered name and version, and its input schema.
+
+The one place that reads a model URI: a `models:/` URI (by version or alias), a
+run URI, or a directory written by `export-model` (as in the Docker image).
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.artifacts
+from mlflow import MlflowClient
+from mlflow.models import Model
+from mlflow.types import Schema
+
+from ..config import MODEL_INFO_FILE, registered_model_uri
+
+REGISTERED = "models:/"
+# MLflow writes this request body beside a model logged with an input example.
+SERVING_EXAMPLE_FILE = "serving_input_example.json"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What identifies the served model, and its input schema."""
+
+    # The URI the server was given, which may name an alias.
+    uri: str
+    # The URI of this exact version: an alias may move while the server runs.
+    pinned_uri: str
+    name: str | None
+    version: str | None
+    # The signature's inputs, read once here rather than on every request.
+    schema: Schema | None
+
+    def serving_example(self) -> bytes:
+        """The request body MLflow saved with the model: its input example, as JSON."""
+        if Path(self.pinned_uri).is_dir():
+            path = Path(self.pinned_uri) / SERVING_EXAMPLE_FILE
+        else:
+            uri = f"{self.pinned_uri.rstrip('/')}/{SERVING_EXAMPLE_FILE}"
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        if not path.is_file():
+            raise ValueError(f"Model {self.uri} has no input example to score.")
+        return path.read_bytes()
+
+
+def describe_model(uri: str) -> ServedModel:
+    """Name, version and signature of the model at `uri`; the tracking URI must be set."""
+    name = version = None
+    pinned = uri
+    info_file = Path(uri) / MODEL_INFO_FILE
+    if info_file.is_file():  # a model exported by `export-model`, as in the image
+        info = json.loads(info_file.read_text())
+        name, version = info["name"], info["version"]
+    elif uri.startswith(REGISTERED):
+        name, _, alias = uri.removeprefix(REGISTERED).partition("@")
+        if alias:
+            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        else:
+            name, _, version = name.partition("/")
+        pinned = registered_model_uri(version, name=name)
+    schema = Model.load(pinned).get_input_schema()  # type: ignore[no-untyped-call]
+    return ServedModel(uri, pinned, name, version, schema)

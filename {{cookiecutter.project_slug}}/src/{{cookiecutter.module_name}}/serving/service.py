@@ -1,0 +1,121 @@
+"""The serving path every request takes, from its body to its predictions, and its supervision.
+
+A request body is parsed into rows (`protocol.py`), queued, and predicted together
+with the requests that arrive at the same time (`batching.py`) by the model in a
+process of its own (`predictor.py`, `model_process.py`). `Service` holds these parts
+for the server's lifetime; the HTTP routes (`app.py`) and `serve --check` both score
+through `Service.score`, so the check runs exactly what a request runs.
+"""
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+from ..config import ServingConfig, use_tracking_store
+from .batching import Batcher
+from .model_info import ServedModel, describe_model
+from .observability import Metrics
+from .predictor import Predictor
+from .protocol import Rows, parse
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The served model, its process and the batcher feeding it; `start` before `score`."""
+
+    model: ServedModel
+    predictor: Predictor
+    batcher: Batcher
+
+    def __init__(self, uri: str, settings: ServingConfig, metrics: Metrics) -> None:
+        self.uri = uri
+        self.settings = settings
+        self.metrics = metrics
+        self.batching: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    async def start(self) -> None:
+        """Identify and load the model, start its process and the batcher."""
+        use_tracking_store()
+        # Reading the registry blocks: on a thread, so the event loop stays free.
+        self.model = await asyncio.to_thread(describe_model, self.uri)
+        self.predictor = Predictor(self.model.pinned_uri)
+        await self.predictor.wait_ready()
+        self.batcher = Batcher(
+            self.predict_batch, self.settings.max_batch_rows, self.settings.max_batch_wait_ms / 1000
+        )
+        self.start_batching()
+        self.metrics.model.labels(self.model.name or "", self.model.version or "", self.uri).set(1)
+        log.info("Serving %s (version %s).", self.uri, self.model.version)
+        # What exists now lives as long as the server: keep the garbage collector from
+        # walking through it again and again, which stalls requests under load.
+        gc.freeze()
+
+    def start_batching(self) -> None:
+        """Run the batcher; if it ever stops while the server runs, start it again."""
+        self.batching = asyncio.create_task(self.batcher.run(), name="batcher")
+        self.batching.add_done_callback(self.batching_stopped)
+
+    def batching_stopped(self, task: asyncio.Task[None]) -> None:
+        """Called when the batcher's task ends: at shutdown, or never otherwise."""
+        if self.stopping:
+            return
+        cause = "cancelled" if task.cancelled() else repr(task.exception())
+        log.error("The batcher stopped (%s): starting it again.", cause)
+        self.metrics.batcher_restarts.inc()
+        self.start_batching()
+
+    def health(self) -> str | None:
+        """None if the server can predict; else what stops it."""
+        if self.batching is None:
+            return "loading"
+        if not self.predictor.is_alive():
+            return "the model process is down"
+        if self.batching.done():
+            return "the batcher is down"
+        return None
+
+    async def score(self, body: bytes, content_type: str) -> Any:
+        """Parse a request body and return its predictions; raise what the request caused."""
+        return await self.predict(self.parse(body, content_type))
+
+    def parse(self, body: bytes, content_type: str) -> Rows:
+        """The rows of a request body, checked against the model's schema and the limits."""
+        return parse(body, content_type, self.model.schema, self.settings.max_request_rows)
+
+    async def predict(self, rows: Rows) -> Any:
+        """Queue the rows for the model; return their predictions, or raise their error."""
+        return await self.batcher.submit(rows)
+
+    async def predict_batch(self, jobs: list[Rows]) -> list[Any]:
+        """Predict a batch in the model's process and count what comes back."""
+        outcomes = await self.predictor.predict(jobs)
+        try:
+            self.metrics.batch_rows.observe(sum(len(rows) for rows in jobs))
+            for outcome in outcomes:
+                if not isinstance(outcome, Exception):
+                    self.metrics.observe_predictions(outcome)
+        except Exception:  # the predictions are right: only their count is lost
+            log.exception("Counting the predictions of a batch failed.")
+        return outcomes
+
+    async def stop(self) -> None:
+        """Stop the batcher, then the model process (the server has answered every request)."""
+        self.stopping = True
+        if self.batching is not None:
+            self.batching.cancel()
+            await asyncio.gather(self.batching, return_exceptions=True)
+        self.predictor.close()
+
+
+async def check_serving(uri: str, settings: ServingConfig) -> int:
+    """Score the model's own input example through the serving path; return the rows scored."""
+    service = Service(uri, settings, Metrics())
+    await service.start()
+    try:
+        predictions = await service.score(service.model.serving_example(), "application/json")
+    finally:
+        await service.stop()
+    return len(predictions)

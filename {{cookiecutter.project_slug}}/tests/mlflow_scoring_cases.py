@@ -1,0 +1,328 @@
+"""The requests of MLflow's own scoring-server tests, as cases any tabular model can be sent.
+
+Taken from `tests/pyfunc/test_scoring_server.py` and `tests/helper_functions.py` in
+mlflow/mlflow (every request they send to a table-shaped model), and from what
+`mlflow models serve` 3.17 was measured to answer beside them (content-type
+parameters, empty tables, extra keys and columns, values of other types). Built
+from a model's own input example, so every case fits the model under test.
+
+Each case says what `mlflow models serve` answers: 200 with the predictions of
+`scored` (rows of the example, as a request would carry them), or an error status.
+Where this project's server deliberately answers otherwise, `ours` holds its status
+and `why` the reason; the README's "Serving" section lists the same differences.
+This module needs only the standard library and pandas: the template's tests load
+it too, to send every case to both servers.
+"""
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request to /invocations and what the servers answer."""
+
+    name: str
+    content_type: str | None
+    body: bytes
+    # What `mlflow models serve` answers.
+    status: int
+    # The rows a 200 answer predicts, in order.
+    scored: tuple[dict[str, Any], ...] = ()
+    # Where this server deliberately differs: its status, and why.
+    ours: int | None = None
+    why: str = ""
+
+    @property
+    def expected_status(self) -> int:
+        """What this project's server answers."""
+        return self.status if self.ours is None else self.ours
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON as MLflow's clients send it."""
+    return json.dumps(payload).encode()
+
+
+def numeric_column(columns: list[str], rows: list[list[Any]]) -> str | None:
+    """A column whose example values are all numbers (missing ones aside), if there is one."""
+    for index, column in enumerate(columns):
+        values = [row[index] for row in rows if row[index] is not None]
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return column
+    return None
+
+
+def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
+    """Every case, for a model whose input example has `columns` and `rows` (JSON values)."""
+    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    scored = tuple(records)
+    split = {"columns": columns, "data": rows}
+    with_index = {"index": list(range(len(rows))), **split}
+    frame = pd.DataFrame(records, columns=columns)
+    csv = frame.to_csv(index=False).encode()
+    shuffled = list(reversed(columns))
+    one = scored[:1]
+    found = [
+        # test_scoring_server_responds_to_malformed_json_input_with_error_code_and_message
+        Case("malformed JSON", JSON, b"this is,,,, not valid json", 400),
+        # ..._responds_to_invalid_json_format_with_error_code_and_message
+        Case("a number", JSON, b"1", 400),
+        Case("a string", JSON, b'"1"', 400),
+        Case("a list", JSON, b"[1]", 400),
+        Case("no format key", JSON, dumps({"not": "a serialized dataframe"}), 400),
+        Case(
+            "two format keys",
+            JSON,
+            dumps({"dataframe_records": [], "dataframe_split": {"data": []}}),
+            400,
+        ),
+        # ..._responds_to_invalid_pandas_input_format_with_stacktrace_and_error_code
+        Case("records under dataframe_split", JSON, dumps({"dataframe_split": records}), 400),
+        Case("split under dataframe_records", JSON, dumps({"dataframe_records": with_index}), 400),
+        # ..._responds_to_invalid_dataframe_with_stacktrace_and_error_code
+        Case(
+            "split whose index and data disagree",
+            JSON,
+            dumps({"dataframe_split": {"index": [1, 2], "data": [[1], [2], [3]]}}),
+            400,
+        ),
+        # ..._responds_to_incompatible_inference_dataframe_with_stacktrace_and_error_code
+        Case(
+            "a frame of other columns",
+            JSON,
+            dumps(
+                {
+                    "dataframe_split": {
+                        "index": list(range(10)),
+                        "columns": [0],
+                        "data": [[i] for i in range(10)],
+                    }
+                }
+            ),
+            400,
+        ),
+        # ..._responds_to_invalid_csv_input_with_stacktrace_and_error_code
+        Case("empty CSV", CSV, b"", 400),
+        # ..._successfully_evaluates_correct_dataframes_with_pandas_records_orientation
+        Case("dataframe_records", JSON, dumps({"dataframe_records": records}), 200, scored),
+        Case(
+            "dataframe_records, charset=UTF-8",
+            f"{JSON}; charset=UTF-8",
+            dumps({"dataframe_records": records}),
+            200,
+            scored,
+        ),
+        # ..._successfully_evaluates_correct_dataframes_with_pandas_split_orientation
+        # (and ScoringServerClient.invoke, which sends a DataFrame this way)
+        Case(
+            "dataframe_split with index", JSON, dumps({"dataframe_split": with_index}), 200, scored
+        ),
+        Case(
+            "dataframe_split, charset=UTF-8",
+            f"{JSON}; charset=UTF-8",
+            dumps({"dataframe_split": with_index}),
+            200,
+            scored,
+        ),
+        # ..._responds_to_invalid_content_type_request_with_unsupported_content_type_code
+        Case("unsupported content type", "not_a_supported_content_type", dumps(split), 415),
+        Case("unknown content-type parameter", f"{JSON}; something=something", dumps(split), 415),
+        # ..._successfully_evaluates_correct_tf_serving_sklearn (a table needs its names)
+        Case("instances as lists of values", JSON, dumps({"instances": rows}), 400),
+        # test_serving_model_with_schema: columns in another order, records, columnar inputs
+        Case(
+            "dataframe_split, columns in another order",
+            JSON,
+            dumps(
+                {
+                    "dataframe_split": {
+                        "columns": shuffled,
+                        "data": [[r[c] for c in shuffled] for r in records],
+                    }
+                }
+            ),
+            200,
+            scored,
+        ),
+        Case(
+            "inputs as columns",
+            JSON,
+            dumps({"inputs": {c: [r[c] for r in records] for c in columns}}),
+            200,
+            scored,
+        ),
+        # test_serving_model_with_param_schema: params beside the data
+        Case(
+            "params beside the data",
+            JSON,
+            dumps({"dataframe_split": split, "params": {"param1": "value"}}),
+            200,
+            scored,
+        ),
+        Case(
+            "params that are not an object",
+            JSON,
+            dumps({"dataframe_split": split, "params": "x"}),
+            200,
+            scored,
+        ),
+        # Measured beside the test suite.
+        Case(
+            "an unknown key beside the data",
+            JSON,
+            dumps({"dataframe_split": split, "extra": 1}),
+            200,
+            scored,
+        ),
+        Case("a language model's key", JSON, dumps({"dataframe_split": split, "input": 1}), 400),
+        Case("instances as records", JSON, dumps({"instances": records}), 200, scored),
+        Case("inputs as records", JSON, dumps({"inputs": records}), 200, scored),
+        Case(
+            "dataframe_records and instances",
+            JSON,
+            dumps({"dataframe_records": records, "instances": records}),
+            400,
+        ),
+        Case("empty dataframe_records", JSON, dumps({"dataframe_records": []}), 400),
+        Case("empty instances", JSON, dumps({"instances": []}), 400),
+        Case("empty inputs", JSON, dumps({"inputs": []}), 400),
+        Case(
+            "dataframe_split without rows",
+            JSON,
+            dumps({"dataframe_split": {"columns": columns, "data": []}}),
+            400,
+        ),
+        Case(
+            "dataframe_split without columns", JSON, dumps({"dataframe_split": {"data": rows}}), 400
+        ),
+        Case(
+            "JSON with a byte-order mark",
+            JSON,
+            b"\xef\xbb\xbf" + dumps({"dataframe_records": records}),
+            200,
+            scored,
+        ),
+        Case(
+            "charset=utf-8 without a space",
+            f"{JSON};charset=utf-8",
+            dumps({"dataframe_records": records}),
+            200,
+            scored,
+        ),
+        Case("CSV", CSV, csv, 200, scored),
+        Case("CSV, charset=utf-8", f"{CSV}; charset=utf-8", csv, 200, scored),
+        Case(
+            "CSV, columns in another order",
+            CSV,
+            frame[shuffled].to_csv(index=False).encode(),
+            200,
+            scored,
+        ),
+        Case("CSV with a header parameter", f"{CSV}; header=present", csv, 415),
+        Case(
+            "media type in capitals", "Application/JSON", dumps({"dataframe_records": records}), 415
+        ),
+        Case(
+            "Charset in capitals",
+            f"{JSON}; Charset=UTF-8",
+            dumps({"dataframe_records": records}),
+            415,
+        ),
+        Case(
+            "quoted charset", f'{JSON}; charset="utf-8"', dumps({"dataframe_records": records}), 415
+        ),
+        Case("charset utf8", f"{JSON}; charset=utf8", dumps({"dataframe_records": records}), 415),
+        Case(
+            "charset latin-1",
+            f"{JSON}; charset=latin-1",
+            dumps({"dataframe_records": records}),
+            415,
+        ),
+        Case(
+            "format=pandas-split",
+            f"{JSON}; format=pandas-split",
+            dumps({"dataframe_split": split}),
+            415,
+        ),
+        Case("a trailing semicolon", f"{JSON};", dumps({"dataframe_records": records}), 415),
+        Case("text/json", "text/json", dumps({"dataframe_records": records}), 415),
+        Case(
+            "an extra column",
+            JSON,
+            dumps({"dataframe_records": [{**r, "unused extra": 1} for r in records]}),
+            200,
+            scored,
+        ),
+        Case(
+            "a missing column (JSON)",
+            JSON,
+            dumps(
+                {
+                    "dataframe_records": [
+                        {k: v for k, v in r.items() if k != columns[0]} for r in records
+                    ]
+                }
+            ),
+            400,
+        ),
+        Case(
+            "a missing column (CSV)",
+            CSV,
+            frame.drop(columns=columns[0]).to_csv(index=False).encode(),
+            400,
+        ),
+        Case(
+            "no content type",
+            None,
+            dumps({"dataframe_records": records}),
+            500,
+            ours=415,
+            why="MLflow's server fails (500) on a request without a Content-Type; "
+            "this one says which types it takes.",
+        ),
+    ]
+    number = numeric_column(columns, rows)
+    if number is not None:
+
+        def change(value: Any) -> list[dict[str, Any]]:
+            return [{**record, number: value(record[number])} for record in one]
+
+        found += [
+            Case(
+                "a number as a string",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: None if v is None else str(v))}),
+                200,
+                one,
+            ),
+            Case(
+                "a word in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: "abc")}),
+                400,
+            ),
+            Case(
+                "a missing number",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: None)}),
+                200,
+                tuple(change(lambda v: None)),
+            ),
+        ]
+    return found
+
+
+def parquet(columns: list[str], rows: list[list[Any]]) -> Case:
+    """A Parquet body (MLflow reads it with pyarrow, which the serving image leaves out)."""
+    records = [dict(zip(columns, row, strict=True)) for row in rows]
+    body = io.BytesIO()
+    pd.DataFrame(records, columns=columns).to_parquet(body)
+    return Case("Parquet", "application/vnd.apache.parquet", body.getvalue(), 200, tuple(records))
