@@ -5,11 +5,12 @@ from typing import Any
 
 from {{ cookiecutter.module_name }}.serving.batching import Batcher, BatchError
 from {{ cookiecutter.module_name }}.serving.model_process import predict_jobs
-from {{ cookiecutter.module_name }}.serving.protocol import Rows
+from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows, Rows
 
 
-def double(rows: Rows) -> list[Any]:
+def double(jobs: list[IdentifiedRows]) -> list[Any]:
     """A model that doubles `x`, and fails on a row holding "bad"."""
+    rows = [row for _, rows in jobs for row in rows]
     if any(row["x"] == "bad" for row in rows):
         raise ValueError("bad row")
     return [2 * row["x"] for row in rows]
@@ -21,8 +22,8 @@ class Recorder:
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    async def __call__(self, jobs: list[Rows]) -> list[Any]:
-        self.batches.append(sum(len(rows) for rows in jobs))
+    async def __call__(self, jobs: list[IdentifiedRows]) -> list[Any]:
+        self.batches.append(sum(len(rows) for _, rows in jobs))
         await asyncio.sleep(0.01)  # the model is busy: requests queue up meanwhile
         return predict_jobs(double, jobs)
 
@@ -79,7 +80,7 @@ def test_a_bad_request_fails_alone() -> None:
 
 
 def test_a_wrong_number_of_predictions_is_an_error_not_a_misaligned_answer() -> None:
-    [outcome] = predict_jobs(lambda rows: [0, 0], [[{"x": 1}, {"x": 2}, {"x": 3}]])
+    [outcome] = predict_jobs(lambda jobs: [0, 0], [("a", [{"x": 1}, {"x": 2}, {"x": 3}])])
 
     assert isinstance(outcome, ValueError)
     assert "2 predictions for 3 rows" in str(outcome)
@@ -96,7 +97,7 @@ def test_a_lone_caller_does_not_wait_for_the_batch_window() -> None:
 def test_the_batcher_survives_a_batch_that_fails_outside_the_model() -> None:
     calls = 0
 
-    async def flaky(jobs: list[Rows]) -> list[Any]:
+    async def flaky(jobs: list[IdentifiedRows]) -> list[Any]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -120,7 +121,7 @@ def test_the_batcher_survives_a_batch_that_fails_outside_the_model() -> None:
 
 
 def test_a_batch_with_a_wrong_number_of_outcomes_is_retried_request_by_request() -> None:
-    async def short(jobs: list[Rows]) -> list[Any]:
+    async def short(jobs: list[IdentifiedRows]) -> list[Any]:
         return predict_jobs(double, jobs)[:-1] if len(jobs) > 1 else predict_jobs(double, jobs)
 
     async def batch_then_alone() -> tuple[list[Any], Any]:
@@ -144,7 +145,9 @@ def test_a_batch_with_a_wrong_number_of_outcomes_is_retried_request_by_request()
 
 def test_a_split_that_fails_fails_each_request_alone() -> None:
     # Two rows predicted as one: the batch's split fails, then each request's own.
-    [first, second] = predict_jobs(lambda rows: [0], [[{"x": 1}], [{"x": 2}, {"x": 3}]])
+    [first, second] = predict_jobs(
+        lambda jobs: [0], [("a", [{"x": 1}]), ("b", [{"x": 2}, {"x": 3}])]
+    )
 
     assert list(first) == [0]
     assert isinstance(second, ValueError)

@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import TARGET
+from conftest import TARGET, make_frame
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
 from {{ cookiecutter.module_name }}.config import (
@@ -158,3 +158,42 @@ def test_mlflows_own_client_waits_for_the_server_and_scores_a_frame(
 
     assert list(predictions.iloc[:, 0]) == list(expected)
     assert version == mlflow.__version__
+
+
+def test_drift_and_the_inference_log_cover_every_worker(
+    trained: TrainResult, task: str, tmp_path: Path
+) -> None:
+    frame = make_frame(task, rows=600, seed=2).drop(columns=TARGET)
+    frame = frame.assign(size=frame["size"] + 3 * frame["size"].std())
+    bodies = [
+        json.dumps({"dataframe_split": part.to_dict(orient="split", index=False)}).encode()
+        for part in (frame.iloc[start : start + 50] for start in range(0, len(frame), 50))
+    ]
+    logs = tmp_path / "inference"
+
+    with server(tmp_path / "server.log", WEB_CONCURRENCY="2", INFERENCE_LOG_DIR=str(logs)) as (
+        _,
+        port,
+    ):
+        for body in bodies:  # a new connection each: the kernel spreads them over the workers
+            post(port, body)
+        deadline = time.monotonic() + 15
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                metrics = response.read().decode()
+            if f"monitoring_window_rows {len(frame)}.0" in metrics or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+
+    assert f"monitoring_window_rows {len(frame)}.0" in metrics
+    psi = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("feature_drift_psi{")
+    }
+    assert psi["size"] > 0.2
+    assert psi["weight"] < 0.2
+    logged = [
+        line for path in logs.glob("inference-*.jsonl") for line in path.read_text().splitlines()
+    ]
+    assert len(logged) == len(frame)

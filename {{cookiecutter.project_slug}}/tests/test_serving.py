@@ -23,7 +23,7 @@ from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config, ServingC
 from {{ cookiecutter.module_name }}.serving.app import create_app
 from {{ cookiecutter.module_name }}.serving.observability import Metrics
 from {{ cookiecutter.module_name }}.serving.predictor import Predictor
-from {{ cookiecutter.module_name }}.serving.protocol import Rows
+from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows, Rows
 from {{ cookiecutter.module_name }}.serving.service import Service, check_serving
 from {{ cookiecutter.module_name }}.train import TrainResult
 
@@ -367,8 +367,8 @@ def test_the_server_recovers_when_the_model_process_dies(
 POISON = "poison"
 
 
-def poisoned(jobs: list[Rows]) -> bool:
-    return any(POISON in row for rows in jobs for row in rows)
+def poisoned(jobs: list[IdentifiedRows]) -> bool:
+    return any(POISON in row for _, rows in jobs for row in rows)
 
 
 def fail_to_parse(original: Any) -> Any:
@@ -381,7 +381,7 @@ def fail_to_parse(original: Any) -> Any:
 
 
 def fail_to_predict(original: Any) -> Any:
-    async def predict(self: Predictor, jobs: list[Rows]) -> list[Any]:
+    async def predict(self: Predictor, jobs: list[IdentifiedRows]) -> list[Any]:
         if poisoned(jobs):
             raise RuntimeError("the model process' answer was lost")
         return await original(self, jobs)  # type: ignore[no-any-return]
@@ -390,7 +390,7 @@ def fail_to_predict(original: Any) -> Any:
 
 
 def fail_to_split(original: Any) -> Any:
-    async def predict(self: Predictor, jobs: list[Rows]) -> list[Any]:
+    async def predict(self: Predictor, jobs: list[IdentifiedRows]) -> list[Any]:
         outcomes = await original(self, jobs)
         return outcomes[:-1] if poisoned(jobs) else outcomes  # type: ignore[no-any-return]
 
@@ -489,8 +489,8 @@ def test_serve_check_scores_through_the_path_of_a_request(
     seen: list[int] = []
     original = Predictor.predict
 
-    async def predict(self: Predictor, jobs: list[Rows]) -> list[Any]:
-        seen.append(sum(len(rows) for rows in jobs))
+    async def predict(self: Predictor, jobs: list[IdentifiedRows]) -> list[Any]:
+        seen.append(sum(len(rows) for _, rows in jobs))
         return await original(self, jobs)
 
     monkeypatch.setattr(Predictor, "predict", predict)

@@ -135,6 +135,16 @@ class ServingConfig(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_request_rows: int = Field(default=10_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # Live drift on /metrics against the model's reference profile, over the last
+    # DRIFT_WINDOW_S seconds (10 minutes) of traffic, in steps of a tenth of it.
+    monitoring: bool = True
+    drift_window_s: float = Field(default=600.0, gt=0)
+    # Where the server's processes share their counts (a temporary folder if unset).
+    monitoring_dir: Path | None = None
+    # The inference log: every scored row, its prediction and id (off if unset),
+    # at most INFERENCE_LOG_MAX_MB per server process.
+    inference_log_dir: Path | None = None
+    inference_log_max_mb: float = Field(default=100.0, gt=0)
 
 
 def tracking_uri() -> str:

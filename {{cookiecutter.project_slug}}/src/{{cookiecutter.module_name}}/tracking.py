@@ -1,6 +1,7 @@
 """Tracking: where MLflow stores runs, what each run is tagged with, how the model is logged."""
 
 import subprocess
+import tempfile
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -17,6 +18,7 @@ from mlflow.models.model import ModelInfo
 
 from . import TEMPLATE_VERSION
 from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
+from .monitoring.profile import Profile, write_profile
 
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
@@ -77,8 +79,17 @@ def trusted_types(model: Any) -> list[str]:
     return types
 
 
-def log_model(model: Any, x_sample: pd.DataFrame) -> ModelInfo:
-    """Log a fitted model without pickle, with signature, input example and pinned requirements."""
+def log_model(model: Any, x_sample: pd.DataFrame, profile: Profile) -> ModelInfo:
+    """Log a fitted model without pickle, with signature, example, requirements and profile.
+
+    Requirements are pinned; the monitoring profile goes into the model's
+    `extra_files/`, so that it travels with every registered version.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        return _log_model(model, x_sample, write_profile(profile, Path(folder)))
+
+
+def _log_model(model: Any, x_sample: pd.DataFrame, profile_file: Path) -> ModelInfo:
     info: ModelInfo = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -87,6 +98,7 @@ def log_model(model: Any, x_sample: pd.DataFrame) -> ModelInfo:
         pip_requirements=serving_requirements(),
         serialization_format="skops",
         skops_trusted_types=trusted_types(model),
+        extra_files=[str(profile_file)],
     )
     return info
 

@@ -9,6 +9,7 @@ import mlflow
 from . import data, registry, tracking
 from .config import Config
 from .evaluation import evaluate
+from .monitoring.profile import build_profile
 from .pipeline import build_pipeline, estimator_params
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,14 @@ def train(config: Config) -> TrainResult:
         for name, figure in evaluation.figures.items():
             mlflow.log_figure(figure, f"plots/{name}")
 
-        model_info = tracking.log_model(model, parts.x_train)
+        profile = build_profile(
+            parts.x_train,
+            model.predict(parts.x_test),
+            evaluation.metrics,
+            config.task,
+            list(getattr(model, "classes_", [])) or None,
+        )
+        model_info = tracking.log_model(model, parts.x_train, profile)
         version = registry.register(client, model_info.model_uri)
         decision = registry.gate(client, evaluation.metrics, parts.x_test, parts.y_test, config)
         if decision.promote:

@@ -6,6 +6,7 @@ only speak HTTP: every prediction goes through `Service` (`service.py`).
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,8 @@ from .protocol import OPENAPI_BODY, PayloadError, error_response, predictions_re
 from .service import Service
 
 log = logging.getLogger(__name__)
+
+PREDICTION_ID_HEADER = "X-Prediction-ID"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -111,7 +114,8 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
                 body = await read_body(request, settings.max_body_bytes)
                 rows = service.parse(body, content_type)
                 request.state.rows = len(rows)
-                predictions = await service.predict(rows)
+                request_id = uuid.uuid4().hex
+                predictions = await service.predict(rows, request_id)
         except TimeoutError:
             return error_response(
                 f"No prediction within {settings.request_timeout_s:g} s: the server is "
@@ -129,7 +133,10 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
             return error_response(str(exc), 500)
         except (ValueError, TypeError) as exc:
             return error_response(f"The model cannot score this input: {exc}", 400)
-        return predictions_response(predictions)
+        response = predictions_response(predictions)
+        # Row n of the request is "<id>-<n>" in the inference log and in outcomes.
+        response.headers[PREDICTION_ID_HEADER] = request_id
+        return response
 
     routes = [getattr(route, "path", "") for route in app.routes]
     app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")

@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import Rows
+from .protocol import IdentifiedRows, Rows
 
 log = logging.getLogger(__name__)
 
 # Predicts a batch of requests' rows; returns one outcome per request: its
 # predictions, or the exception that request raised.
-PredictBatch = Callable[[list[Rows]], Awaitable[list[Any]]]
+PredictBatch = Callable[[list[IdentifiedRows]], Awaitable[list[Any]]]
 
 
 class BatchError(RuntimeError):
@@ -33,9 +33,10 @@ class BatchError(RuntimeError):
 
 @dataclass
 class Job:
-    """One request's rows and the future its predictions are delivered to."""
+    """One request's rows and id, and the future its predictions are delivered to."""
 
     rows: Rows
+    id: str = ""
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -53,9 +54,9 @@ class Batcher:
         self.arrived = asyncio.Event()
         self.last_batch_size = 0
 
-    async def submit(self, rows: Rows) -> Any:
+    async def submit(self, rows: Rows, request_id: str = "") -> Any:
         """Queue the rows and wait for their predictions (or the error they caused)."""
-        job = Job(rows)
+        job = Job(rows, request_id)
         self.jobs.append(job)
         self.rows_queued += len(rows)
         self.arrived.set()
@@ -108,7 +109,7 @@ class Batcher:
         the server fail fails alone.
         """
         try:
-            outcomes = await self.predict_batch([job.rows for job in batch])
+            outcomes = await self.predict_batch([(job.id, job.rows) for job in batch])
             if len(outcomes) != len(batch):
                 raise BatchError(f"{len(outcomes)} outcomes for a batch of {len(batch)} requests.")
         except Exception as error:  # the batch fails, the batcher goes on

@@ -5,15 +5,20 @@ run URI, or a directory written by `export-model` (as in the Docker image).
 """
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.artifacts
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.types import Schema
 
 from ..config import MODEL_INFO_FILE, registered_model_uri
+from ..monitoring.profile import PROFILE_PATH, Profile, read_profile
+
+log = logging.getLogger(__name__)
 
 REGISTERED = "models:/"
 # MLflow writes this request body beside a model logged with an input example.
@@ -33,16 +38,36 @@ class ServedModel:
     # The signature's inputs, read once here rather than on every request.
     schema: Schema | None
 
+    def artifact(self, name: str) -> Path | None:
+        """A file of the model's directory, downloaded if need be; None if it has none."""
+        if Path(self.pinned_uri).is_dir():
+            path = Path(self.pinned_uri) / name
+        else:
+            uri = f"{self.pinned_uri.rstrip('/')}/{name}"
+            try:
+                path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+            except (MlflowException, OSError):
+                return None
+        return path if path.is_file() else None
+
     def serving_example(self) -> bytes:
         """The request body MLflow saved with the model: its input example, as JSON."""
-        if Path(self.pinned_uri).is_dir():
-            path = Path(self.pinned_uri) / SERVING_EXAMPLE_FILE
-        else:
-            uri = f"{self.pinned_uri.rstrip('/')}/{SERVING_EXAMPLE_FILE}"
-            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-        if not path.is_file():
+        path = self.artifact(SERVING_EXAMPLE_FILE)
+        if path is None:
             raise ValueError(f"Model {self.uri} has no input example to score.")
         return path.read_bytes()
+
+    def profile(self) -> Profile | None:
+        """The model's monitoring reference profile; None for a model trained without one."""
+        path = self.artifact(PROFILE_PATH)
+        if path is None:
+            log.warning(
+                "Model %s has no monitoring profile (trained before monitoring existed?): "
+                "serving it with monitoring off. Retrain it to monitor it.",
+                self.uri,
+            )
+            return None
+        return read_profile(path)
 
 
 def describe_model(uri: str) -> ServedModel:

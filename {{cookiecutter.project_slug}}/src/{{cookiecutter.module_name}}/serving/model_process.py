@@ -3,7 +3,8 @@
 The server sends each batch of requests over a pipe (`predictor.py` is the server's
 end); here the rows of the whole batch become one DataFrame, typed by the model's
 signature, and one `predict` call scores them. If the batch fails, its requests are
-predicted one by one, so that a bad request fails alone.
+predicted one by one, so that a bad request fails alone. What is scored is counted
+for live drift (`monitoring/live.py`) and, if asked, written to the inference log.
 """
 
 import gc
@@ -12,6 +13,7 @@ import logging
 import pickle
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -22,14 +24,19 @@ from mlflow.types import ColSpec, DataType, Schema
 from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
 
 from ..config import use_tracking_store
-from .protocol import PayloadError, Rows
+from ..monitoring.inference_log import InferenceLog, LogSettings
+from ..monitoring.live import LiveSettings, WindowWriter
+from .protocol import IdentifiedRows, PayloadError, Rows
 
 log = logging.getLogger(__name__)
 
 # The first message of a model process that has loaded its model.
 READY = "ready"
-# Predicts rows: the model's `predict`, with the typing of the rows around it.
-Predict = Callable[[Rows], Any]
+# Predicts the rows of requests as one call: the model's `predict`, with the typing
+# of the rows before it and the monitoring after it.
+Predict = Callable[[list[IdentifiedRows]], Any]
+# The model's own predict, on a frame typed by its signature.
+PredictFrame = Callable[[pd.DataFrame], Any]
 
 # Signature types `to_frame` casts itself.
 DIRECT = {
@@ -42,7 +49,18 @@ DIRECT = {
 }
 
 
-def main(model_uri: str, connection: Connection) -> None:
+@dataclass(frozen=True)
+class ModelSettings:
+    """What the model process loads, and what it does with what it scores."""
+
+    uri: str
+    # Live drift: off for a model without a monitoring profile, or with MONITORING=false.
+    live: LiveSettings | None = None
+    # The inference log: only with INFERENCE_LOG_DIR.
+    log: LogSettings | None = None
+
+
+def main(settings: ModelSettings, connection: Connection) -> None:
     """The model process: load the model, then predict each batch received, until EOF."""
     # The server decides when this process stops: signals sent to the whole
     # process group (Ctrl-C, a supervisor) must not cut predictions in flight short.
@@ -50,7 +68,7 @@ def main(model_uri: str, connection: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         use_tracking_store()
-        predict = load_predict(model_uri)
+        scorer = Scorer(settings)
     except Exception as error:  # reported by the server, which cannot start without it
         connection.send(f"{type(error).__name__}: {error}")
         return
@@ -58,21 +76,67 @@ def main(model_uri: str, connection: Connection) -> None:
     # walking through it again and again, which stalls predictions under load.
     gc.freeze()
     connection.send(READY)
-    while True:
-        try:
-            jobs = connection.recv()
-        except EOFError:  # the server closed the pipe, or is gone
-            return
-        outcomes = predict_jobs(predict, jobs)
-        try:
-            connection.send(outcomes)
-        except (pickle.PicklingError, TypeError, AttributeError):
-            # An exception that cannot be pickled: send its message instead.
-            connection.send([portable(outcome) for outcome in outcomes])
+    try:
+        while True:
+            due = scorer.window.due_in() if scorer.window else None
+            # Counts not yet written are written when no batch comes meanwhile.
+            if due is not None and not connection.poll(due):
+                scorer.flush()
+                continue
+            try:
+                jobs = connection.recv()
+            except EOFError:  # the server closed the pipe, or is gone
+                return
+            outcomes = predict_jobs(scorer.predict, jobs)
+            try:
+                connection.send(outcomes)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                # An exception that cannot be pickled: send its message instead.
+                connection.send([portable(outcome) for outcome in outcomes])
+    finally:
+        scorer.close()
 
 
-def load_predict(model_uri: str) -> Predict:
-    """Load the model; return its predict for rows.
+class Scorer:
+    """The loaded model, and the monitoring of what it scores."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.predict_frame, self.schema = load_model(settings.uri)
+        self.window = WindowWriter(settings.live) if settings.live else None
+        self.log = InferenceLog(settings.log) if settings.log else None
+
+    def predict(self, jobs: list[IdentifiedRows]) -> Any:
+        """Predict the rows of the requests in one call; count and log what was scored."""
+        rows = jobs[0][1] if len(jobs) == 1 else [row for _, rows in jobs for row in rows]
+        frame = to_frame(rows, self.schema)
+        predictions = self.predict_frame(frame)
+        if len(predictions) == len(frame):
+            try:
+                if self.window:
+                    self.window.observe(frame, predictions)
+                if self.log:
+                    ids = [f"{key}-{n}" for key, rows in jobs for n in range(len(rows))]
+                    self.log.write(ids, frame, predictions)
+                    if self.window:
+                        self.window.extra["inference_log_dropped_files"] = self.log.dropped
+            except Exception:  # the predictions are right: only their monitoring is lost
+                log.exception("Monitoring a batch failed.")
+        return predictions
+
+    def flush(self) -> None:
+        """Write the live counts now."""
+        if self.window:
+            self.window.flush()
+
+    def close(self) -> None:
+        """Write what is pending, close the inference log."""
+        self.flush()
+        if self.log:
+            self.log.close()
+
+
+def load_model(model_uri: str) -> tuple[PredictFrame, Schema | None]:
+    """Load the model; return its predict for typed frames, and its input schema.
 
     A scikit-learn model whose signature `to_frame` casts entirely is called directly:
     the frame already has the signature's columns and types, and MLflow's checks in
@@ -82,26 +146,24 @@ def load_predict(model_uri: str) -> Predict:
     model = mlflow.pyfunc.load_model(model_uri)
     schema = model.metadata.get_input_schema()
     if is_direct(schema) and model.loader_module == "mlflow.sklearn":
-        estimator = model.get_raw_model()
-        return lambda rows: estimator.predict(to_frame(rows, schema))
-    return lambda rows: model.predict(to_frame(rows, schema))
+        return model.get_raw_model().predict, schema
+    return model.predict, schema
 
 
-def predict_jobs(predict: Predict, jobs: list[Rows]) -> list[Any]:
+def predict_jobs(predict: Predict, jobs: list[IdentifiedRows]) -> list[Any]:
     """Predict the jobs' rows together; if that fails, alone, so a bad request fails alone.
 
     Returns one item per job: its predictions, or the exception it raised.
     """
     if len(jobs) > 1:
         try:
-            batch = [row for rows in jobs for row in rows]
-            return split(predict(batch), [len(rows) for rows in jobs])
+            return split(predict(jobs), [len(rows) for _, rows in jobs])
         except Exception:  # retried one by one below, where each error is reported
             log.debug("A batch of %d requests failed; predicting them one by one.", len(jobs))
     outcomes: list[Any] = []
-    for rows in jobs:
+    for job in jobs:
         try:
-            outcomes.append(split(predict(rows), [len(rows)])[0])
+            outcomes.append(split(predict([job]), [len(job[1])])[0])
         except Exception as error:  # delivered to the request it belongs to
             outcomes.append(error)
     return outcomes

@@ -25,6 +25,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -40,6 +41,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.collectors: list[Collector] = []
         self.requests = Counter(
             "http_requests",
             "HTTP requests by route, method and status code.",
@@ -95,11 +97,18 @@ class Metrics:
             for label, count in collections.Counter(values.tolist()).items():
                 self.classes.labels(str(label)).inc(count)
 
+    def add(self, collector: Collector) -> None:
+        """Add metrics computed at each scrape (live drift), once for the whole server."""
+        self.collectors.append(collector)
+        self.registry.register(collector)
+
     def expose(self) -> bytes:
         """The metrics in Prometheus' text format, summed over workers if there are several."""
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            for collector in self.collectors:
+                registry.register(collector)
             return generate_latest(registry)
         return generate_latest(self.registry)
 

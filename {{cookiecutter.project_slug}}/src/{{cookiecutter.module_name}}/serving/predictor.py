@@ -14,7 +14,8 @@ import multiprocessing
 from typing import Any
 
 from . import model_process
-from .protocol import Rows
+from .model_process import ModelSettings
+from .protocol import IdentifiedRows
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ class PredictorError(RuntimeError):
 class Predictor:
     """A process holding the model; `predict` sends it a batch and awaits the outcomes."""
 
-    def __init__(self, model_uri: str) -> None:
-        self.model_uri = model_uri
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self.model_uri = settings.uri
         self.start()
 
     def start(self) -> None:
@@ -36,7 +38,7 @@ class Predictor:
         self.connection, child_end = context.Pipe()
         self.process = context.Process(
             target=model_process.main,
-            args=(self.model_uri, child_end),
+            args=(self.settings, child_end),
             name="model",
             daemon=False,
         )
@@ -84,7 +86,7 @@ class Predictor:
             raise PredictorError(f"The model process could not load {self.model_uri}: {message}")
         self.ready = True
 
-    async def predict(self, jobs: list[Rows]) -> list[Any]:
+    async def predict(self, jobs: list[IdentifiedRows]) -> list[Any]:
         """Predict the jobs; one outcome each: predictions, or the exception raised."""
         if self.pending:
             # An earlier call was interrupted after sending: its answer, still in the

@@ -62,6 +62,8 @@ OPENAPI_BODY = {
 
 # A table as a list of rows, each a {column: value} mapping.
 Rows = list[dict[str, Any]]
+# A request's id and its rows, as the model process receives them.
+IdentifiedRows = tuple[str, Rows]
 
 
 class PayloadError(ValueError):

@@ -3,6 +3,7 @@
 import os
 import socket
 import tempfile
+from pathlib import Path
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -37,6 +38,9 @@ def run(model_uri: str, settings: ServingConfig, host: str, port: int) -> None:
         if settings.web_concurrency > 1:
             # Workers share their metrics through files, so /metrics counts them all.
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        if settings.monitoring_dir is None:
+            # Every worker's model process counts its traffic here, for all to read.
+            os.environ["MONITORING_DIR"] = str(Path(metrics_dir) / "monitoring")
         config = TcpConfig(
             APP_FACTORY,
             factory=True,

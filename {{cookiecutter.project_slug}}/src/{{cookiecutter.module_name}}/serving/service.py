@@ -10,14 +10,20 @@ through `Service.score`, so the check runs exactly what a request runs.
 import asyncio
 import gc
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from ..config import ServingConfig, use_tracking_store
+from ..monitoring.inference_log import LogSettings
+from ..monitoring.live import LiveDrift, LiveSettings
 from .batching import Batcher
 from .model_info import ServedModel, describe_model
+from .model_process import ModelSettings
 from .observability import Metrics
 from .predictor import Predictor
-from .protocol import Rows, parse
+from .protocol import IdentifiedRows, Rows, parse
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +41,18 @@ class Service:
         self.metrics = metrics
         self.batching: asyncio.Task[None] | None = None
         self.stopping = False
+        # A folder of our own for the live counts, when the server gives none.
+        self.own_dir: Path | None = None
 
     async def start(self) -> None:
         """Identify and load the model, start its process and the batcher."""
         use_tracking_store()
         # Reading the registry blocks: on a thread, so the event loop stays free.
         self.model = await asyncio.to_thread(describe_model, self.uri)
-        self.predictor = Predictor(self.model.pinned_uri)
+        settings = ModelSettings(
+            self.model.pinned_uri, await asyncio.to_thread(self.live_settings), self.log_settings()
+        )
+        self.predictor = Predictor(settings)
         await self.predictor.wait_ready()
         self.batcher = Batcher(
             self.predict_batch, self.settings.max_batch_rows, self.settings.max_batch_wait_ms / 1000
@@ -52,6 +63,33 @@ class Service:
         # What exists now lives as long as the server: keep the garbage collector from
         # walking through it again and again, which stalls requests under load.
         gc.freeze()
+
+    def live_settings(self) -> LiveSettings | None:
+        """Live drift for a model with a reference profile, unless MONITORING is off."""
+        if not self.settings.monitoring:
+            log.info("Monitoring is off (MONITORING=false).")
+            return None
+        profile = self.model.profile()
+        if profile is None:
+            return None
+        directory = self.settings.monitoring_dir
+        if directory is None:
+            directory = self.own_dir = Path(tempfile.mkdtemp(prefix="monitoring-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        live = LiveSettings(profile, directory, self.settings.drift_window_s)
+        self.metrics.add(LiveDrift(profile, directory, live.window_s))
+        return live
+
+    def log_settings(self) -> LogSettings | None:
+        """The inference log, if INFERENCE_LOG_DIR is set."""
+        if self.settings.inference_log_dir is None:
+            return None
+        return LogSettings(
+            self.settings.inference_log_dir,
+            int(self.settings.inference_log_max_mb * 1024 * 1024),
+            self.model.name or self.uri,
+            self.model.version or "",
+        )
 
     def start_batching(self) -> None:
         """Run the batcher; if it ever stops while the server runs, start it again."""
@@ -85,15 +123,15 @@ class Service:
         """The rows of a request body, checked against the model's schema and the limits."""
         return parse(body, content_type, self.model.schema, self.settings.max_request_rows)
 
-    async def predict(self, rows: Rows) -> Any:
+    async def predict(self, rows: Rows, request_id: str = "") -> Any:
         """Queue the rows for the model; return their predictions, or raise their error."""
-        return await self.batcher.submit(rows)
+        return await self.batcher.submit(rows, request_id)
 
-    async def predict_batch(self, jobs: list[Rows]) -> list[Any]:
+    async def predict_batch(self, jobs: list[IdentifiedRows]) -> list[Any]:
         """Predict a batch in the model's process and count what comes back."""
         outcomes = await self.predictor.predict(jobs)
         try:
-            self.metrics.batch_rows.observe(sum(len(rows) for rows in jobs))
+            self.metrics.batch_rows.observe(sum(len(rows) for _, rows in jobs))
             for outcome in outcomes:
                 if not isinstance(outcome, Exception):
                     self.metrics.observe_predictions(outcome)
@@ -108,6 +146,8 @@ class Service:
             self.batching.cancel()
             await asyncio.gather(self.batching, return_exceptions=True)
         self.predictor.close()
+        if self.own_dir is not None:
+            shutil.rmtree(self.own_dir, ignore_errors=True)
 
 
 async def check_serving(uri: str, settings: ServingConfig) -> int:

@@ -1,0 +1,1 @@
+"""Model monitoring: the reference profile, live drift in the server, the `monitor` command."""

@@ -1,0 +1,202 @@
+"""Monitoring: the reference profile, live drift on /metrics, prediction ids, the inference log."""
+
+import json
+import time
+from pathlib import Path
+
+import mlflow
+import mlflow.artifacts
+import pandas as pd
+import pytest
+from conftest import TARGET, make_frame
+from fastapi.testclient import TestClient
+from mlflow import MlflowClient
+
+from {{ cookiecutter.module_name }} import registry, tracking
+from {{ cookiecutter.module_name }}.config import Config, ServingConfig, registered_model_uri
+from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
+from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
+from {{ cookiecutter.module_name }}.train import TrainResult
+
+# The alert threshold of the Prometheus rules and of `monitor` (config.toml).
+PSI_THRESHOLD = 0.2
+
+
+def profile_of(uri: str) -> dict[str, object]:
+    return read_profile(Path(mlflow.artifacts.download_artifacts(f"{uri}/{PROFILE_PATH}")))
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, object]]:
+    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
+
+
+def test_the_profile_travels_inside_the_registered_model(
+    trained: TrainResult, config: Config, tmp_path: Path
+) -> None:
+    profile = profile_of(registered_model_uri(trained.version))
+    registry.export_champion(MlflowClient(), tmp_path / "model")
+    exported = read_profile(tmp_path / "model" / PROFILE_PATH)
+    features = pd.read_csv(config.data.path).drop(columns=TARGET).columns
+
+    assert exported == profile
+    assert set(profile["features"]) == set(features)  # type: ignore[arg-type]
+    for bins in profile["features"].values():  # type: ignore[attr-defined]
+        assert sum(bins["shares"]) == pytest.approx(1)
+    assert set(profile["features"]["colour"]["categories"]) == {"red", "green", "blue"}  # type: ignore[index]
+    assert profile["features"]["size"]["kind"] == "numeric"  # type: ignore[index]
+    assert profile["metrics"] == pytest.approx(trained.metrics)
+
+
+def serve(**settings: object) -> TestClient:
+    return TestClient(
+        create_app(registered_model_uri(alias="champion"), ServingConfig(**settings)),  # type: ignore[arg-type]
+        raise_server_exceptions=False,
+    )
+
+
+def drift_metrics(client: TestClient, rows: int) -> dict[str, dict[str, float]]:
+    """The live drift gauges by name and feature, once the window holds `rows` rows."""
+    deadline = time.monotonic() + 15
+    while True:
+        lines = client.get("/metrics").text.splitlines()
+        window = [
+            float(line.split()[-1]) for line in lines if line.startswith("monitoring_window_rows ")
+        ]
+        if window == [rows] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert window == [rows], window
+    found: dict[str, dict[str, float]] = {}
+    for line in lines:
+        if line.startswith(("feature_", "prediction_drift_psi")):
+            name, _, rest = line.partition("{")
+            feature = rest.partition('feature="')[2].partition('"')[0] if rest else ""
+            name = name.split()[0]
+            found.setdefault(name, {})[feature] = float(line.split()[-1])
+    return found
+
+
+def send(client: TestClient, frame: pd.DataFrame, size: int = 50) -> None:
+    for start in range(0, len(frame), size):
+        part = frame.iloc[start : start + size]
+        response = client.post("/invocations", json={"dataframe_records": records(part)})
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def fresh(task: str) -> pd.DataFrame:
+    """New rows from the training distribution: what the model was trained for."""
+    frame = make_frame(task, rows=1000, seed=1).drop(columns=TARGET)
+    frame["count"] = frame["count"].astype("float64")
+    return frame
+
+
+def test_rows_like_the_training_data_do_not_drift(
+    trained: TrainResult, fresh: pd.DataFrame
+) -> None:
+    with serve() as client:
+        send(client, fresh)
+        metrics = drift_metrics(client, len(fresh))
+
+    assert set(metrics["feature_drift_psi"]) == set(fresh.columns)
+    assert max(metrics["feature_drift_psi"].values()) < PSI_THRESHOLD
+    assert metrics["prediction_drift_psi"][""] < PSI_THRESHOLD
+    assert max(metrics["feature_unseen_category_share"].values()) == 0
+    assert metrics["feature_missing_share"]["weight"] == pytest.approx(
+        fresh["weight"].isna().mean()
+    )
+
+
+def test_a_shifted_number_and_an_unseen_category_drift_and_nothing_else(
+    trained: TrainResult, fresh: pd.DataFrame
+) -> None:
+    drifted = fresh.assign(size=fresh["size"] + 3 * fresh["size"].std(), colour="purple")
+
+    with serve() as client:
+        send(client, drifted)
+        metrics = drift_metrics(client, len(drifted))
+
+    psi = metrics["feature_drift_psi"]
+    assert {name for name, value in psi.items() if value > PSI_THRESHOLD} == {"size", "colour"}
+    assert metrics["feature_unseen_category_share"] == {"colour": 1.0}
+    assert metrics["feature_out_of_range_share"]["size"] > 0.5
+    assert metrics["feature_out_of_range_share"]["weight"] < 0.05
+
+
+def test_each_prediction_has_an_id_and_a_line_in_the_inference_log(
+    trained: TrainResult, fresh: pd.DataFrame, tmp_path: Path
+) -> None:
+    rows = fresh.head(3)
+    with serve(inference_log_dir=tmp_path) as client:
+        response = client.post("/invocations", json={"dataframe_records": records(rows)})
+        other = client.post("/invocations", json={"dataframe_records": records(rows.head(1))})
+
+    request_id = response.headers[PREDICTION_ID_HEADER]
+    entries = {
+        entry["id"]: entry
+        for path in tmp_path.glob("inference-*.jsonl")
+        for entry in map(json.loads, path.read_text().splitlines())
+    }
+    assert request_id != other.headers[PREDICTION_ID_HEADER]
+    assert set(entries) == {f"{request_id}-{n}" for n in range(3)} | {
+        f"{other.headers[PREDICTION_ID_HEADER]}-0"
+    }
+    logged = [entries[f"{request_id}-{n}"] for n in range(3)]
+    assert [entry["prediction"] for entry in logged] == response.json()["predictions"]
+    assert {entry["version"] for entry in logged} == {trained.version}
+    assert logged[1]["features"]["size"] == pytest.approx(rows.iloc[1]["size"])
+
+
+def test_the_inference_log_stays_within_its_budget(
+    trained: TrainResult, fresh: pd.DataFrame, tmp_path: Path
+) -> None:
+    with serve(inference_log_dir=tmp_path, inference_log_max_mb=0.05) as client:
+        send(client, pd.concat([fresh] * 2), size=100)
+        drift_metrics(client, 2 * len(fresh))  # the counts, with the log's, are written
+        dropped = [
+            float(line.split()[-1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("inference_log_dropped_files ")
+        ]
+
+    files = list(tmp_path.glob("inference-*.jsonl"))
+    assert len(files) <= 10
+    # Each file is cut at a tenth of the budget, before the batch that would cross it.
+    assert sum(path.stat().st_size for path in files) <= 0.05 * 1024 * 1024
+    assert dropped[0] > 0
+
+
+def test_a_model_without_a_profile_is_served_with_monitoring_off(
+    trained: TrainResult, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model trained before monitoring existed: it serves, and says monitoring is off."""
+    frame = pd.read_csv(config.data.path).drop(columns=TARGET)
+    model = mlflow.sklearn.load_model(registered_model_uri(trained.version))
+    frame = frame.astype(dict.fromkeys(frame.select_dtypes("integer").columns, "float64"))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            input_example=frame.head(2),
+            serialization_format="skops",
+            skops_trusted_types=tracking.trusted_types(model),
+        )
+
+    with TestClient(create_app(info.model_uri)) as client:
+        health = client.get("/health")
+        predicted = client.post("/invocations", json={"dataframe_records": records(frame.head(2))})
+        metrics = client.get("/metrics").text
+
+    assert health.status_code == 200
+    assert predicted.status_code == 200
+    assert "feature_drift_psi" not in metrics
+    assert "no monitoring profile" in caplog.text
+
+
+def test_monitoring_can_be_turned_off(trained: TrainResult, fresh: pd.DataFrame) -> None:
+    with serve(monitoring=False) as client:
+        send(client, fresh.head(10))
+        metrics = client.get("/metrics").text
+
+    assert "monitoring_window_rows" not in metrics
+    assert "predicted_rows_total 10.0" in metrics
