@@ -8,12 +8,20 @@ import mlflow
 import mlflow.artifacts
 import pandas as pd
 import pytest
+from click.testing import CliRunner, Result
 from conftest import TARGET, make_frame
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import registry, tracking
-from {{ cookiecutter.module_name }}.config import Config, ServingConfig, registered_model_uri
+from {{ cookiecutter.module_name }}.cli import main
+from {{ cookiecutter.module_name }}.config import (
+    PROJECT_SLUG,
+    Config,
+    ServingConfig,
+    registered_model_uri,
+)
+from {{ cookiecutter.module_name }}.monitoring.monitor import RETRAIN_EXIT_STATUS
 from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
@@ -200,3 +208,156 @@ def test_monitoring_can_be_turned_off(trained: TrainResult, fresh: pd.DataFrame)
 
     assert "monitoring_window_rows" not in metrics
     assert "predicted_rows_total 10.0" in metrics
+
+
+def serve_and_log(log_dir: Path, frame: pd.DataFrame, size: int = 50) -> list[tuple[str, int]]:
+    """Serve the rows with an inference log; return each row's prediction id and index."""
+    ids = []
+    with serve(inference_log_dir=log_dir) as client:
+        for start in range(0, len(frame), size):
+            part = frame.drop(columns=TARGET).iloc[start : start + size]
+            response = client.post("/invocations", json={"dataframe_records": records(part)})
+            assert response.status_code == 200, response.text
+            request_id = response.headers[PREDICTION_ID_HEADER]
+            ids += [(f"{request_id}-{n}", start + n) for n in range(len(part))]
+    return ids
+
+
+def outcomes_file(path: Path, ids: list[tuple[str, int]], actual: pd.Series) -> Path:
+    pd.DataFrame(
+        {"prediction_id": [key for key, _ in ids], "actual": [actual.iloc[i] for _, i in ids]}
+    ).to_csv(path, index=False)
+    return path
+
+
+def degrade(actual: pd.Series, task: str) -> pd.Series:
+    """Outcomes the model gets wrong: the other class, or far from the truth."""
+    if task == "classification":
+        return actual.map({"yes": "no", "no": "yes"})
+    return actual + 10 * actual.std()
+
+
+@pytest.fixture(scope="module")
+def labelled(task: str) -> pd.DataFrame:
+    frame = make_frame(task, rows=1000, seed=1)
+    frame["count"] = frame["count"].astype("float64")
+    return frame.dropna(subset=[TARGET]).reset_index(drop=True)
+
+
+def runs(experiment: str = PROJECT_SLUG) -> int:
+    found = MlflowClient().get_experiment_by_name(experiment)
+    return 0 if found is None else len(MlflowClient().search_runs([found.experiment_id]))
+
+
+def monitor(*args: str) -> Result:
+    return CliRunner().invoke(main, ["monitor", *args])
+
+
+def test_monitor_flags_the_drifted_windows_and_recommends_retraining(
+    trained: TrainResult, labelled: pd.DataFrame, task: str, tmp_path: Path
+) -> None:
+    half = len(labelled) // 2
+    drifted = labelled.copy()
+    drifted.loc[half:, "size"] += 3 * labelled["size"].std()
+    ids = serve_and_log(tmp_path / "log", drifted)
+    actual = pd.concat([labelled[TARGET][:half], degrade(labelled[TARGET][half:], task)])
+    outcomes = outcomes_file(tmp_path / "outcomes.csv", ids, actual)
+    window = str(-(-len(labelled) // 5))  # five windows
+
+    result = monitor(
+        "--log", str(tmp_path / "log"), "--outcomes", str(outcomes), "--window", window
+    )
+
+    assert result.exit_code == RETRAIN_EXIT_STATUS, result.output
+    assert "Retraining recommended" in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("rows ")]
+    assert len(lines) == 5
+    assert "size drifted" not in lines[0]
+    assert "size drifted" in lines[-1]
+    assert "held out" in lines[-1]  # the metric fell too
+    [run] = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name(PROJECT_SLUG).experiment_id],
+        filter_string="tags.`monitoring.model_version` != ''",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    history = MlflowClient().get_metric_history(run.info.run_id, "psi/size")
+    assert [m.step for m in history] == list(range(5))
+    assert history[-1].value > PSI_THRESHOLD > history[0].value
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "monitoring")}
+    assert {
+        "monitoring/report.html",
+        "monitoring/drift_heatmap.png",
+        "monitoring/quality.png",
+        "monitoring/windows.json",
+    } <= artifacts
+    tags = MlflowClient().get_model_version(PROJECT_SLUG, trained.version).tags
+    assert tags["monitoring_run"] == run.info.run_id
+    assert run.data.tags["monitoring.retrain"] == "true"
+
+
+def test_monitor_on_an_undrifted_log_recommends_nothing(
+    trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
+) -> None:
+    ids = serve_and_log(tmp_path / "log", labelled)
+    outcomes = outcomes_file(tmp_path / "outcomes.csv", ids, labelled[TARGET])
+
+    result = monitor("--log", str(tmp_path / "log"), "--outcomes", str(outcomes), "--window", "200")
+
+    assert result.exit_code == 0, result.output
+    assert "No retraining needed: 0 of the last" in result.output
+
+
+def test_a_window_without_rows_says_so_and_is_not_flagged(
+    trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
+) -> None:
+    serve_and_log(tmp_path / "served", labelled.head(100))
+    [path] = (tmp_path / "served").glob("inference-*.jsonl")
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    for number, entry in enumerate(entries):  # the second half three hours later
+        entry["time"] = "2026-01-01T10:00:00+00:00" if number < 50 else "2026-01-01T13:00:00+00:00"
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / path.name).write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    result = monitor("--log", str(tmp_path / "log"), "--window", "1h")
+
+    assert result.exit_code in (0, RETRAIN_EXIT_STATUS), result.output
+    empty = [line for line in result.output.splitlines() if line.endswith("no rows")]
+    assert len(empty) == 2  # 11:00 and 12:00
+    assert "windows flagged" in result.output
+    assert " of the last 2 windows" in result.output  # the empty ones do not count
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("empty", "No inference log"),
+        ("corrupt", ":2 is not an inference log entry"),
+        ("unknown ids", "have no prediction in the inference log"),
+        ("no actual column", "must have the columns prediction_id and actual"),
+    ],
+)
+def test_bad_monitoring_inputs_get_one_clear_line_and_log_nothing(
+    trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path, damage: str, says: str
+) -> None:
+    log_dir = tmp_path / "log"
+    ids = serve_and_log(log_dir, labelled.head(20))
+    outcomes = outcomes_file(tmp_path / "outcomes.csv", ids, labelled[TARGET])
+    [path] = log_dir.glob("inference-*.jsonl")
+    if damage == "empty":
+        path.unlink()
+    elif damage == "corrupt":
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], '{"id": "half', *lines[2:]]) + "\n")
+    elif damage == "unknown ids":
+        outcomes.write_text("prediction_id,actual\n" + "0" * 32 + "-7,1\n")
+    else:
+        outcomes.write_text("prediction_id,label\n" + ids[0][0] + ",1\n")
+    before = runs()
+
+    result = monitor("--log", str(log_dir), "--outcomes", str(outcomes))
+
+    assert result.exit_code == 1, result.output
+    assert says in result.output
+    assert "Traceback" not in result.output
+    assert runs() == before

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -58,8 +58,45 @@ class PromotionConfig(Section):
     margin: float = Field(default=0.0, ge=0)
 
 
+# Metrics `monitor` can compute from predicted labels or values alone, by task.
+LABEL_METRICS = {
+    "classification": ("accuracy", "f1", "precision", "recall"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+class MonitoringConfig(Section):
+    """When `monitor` flags a window of served traffic, and when it recommends retraining."""
+
+    # Rows ("500") or a duration ("30min", "1h", "1d") per window.
+    window: str = "1h"
+    drift_threshold: float = Field(default=0.2, gt=0)
+    # The metric compared with its held-out value once outcomes arrive; by default
+    # the promotion metric, or the task's first (a label cannot give ROC AUC).
+    metric: str | None = None
+    # Relative: 0.1 flags a window whose metric is 10 % worse than on the held-out data.
+    metric_tolerance: float = Field(default=0.1, ge=0)
+    # Retraining is recommended when at least `flagged` of the last `of` windows are.
+    flagged: int = Field(default=2, ge=1)
+    of: int = Field(default=5, ge=1)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str) -> str:
+        if not window.isdigit():
+            import pandas as pd  # here: the configuration is read before pandas is needed
+
+            try:
+                pd.Timedelta(window)
+            except ValueError:
+                raise ValueError(
+                    f"window {window!r} is neither a row count (500) nor a duration (1h, 30min)"
+                ) from None
+        return window
+
+
 class Config(BaseSettings):
-    """Every parameter of training and promotion."""
+    """Every parameter of training, promotion and monitoring."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -72,6 +109,23 @@ class Config(BaseSettings):
     data: DataConfig
     estimator: EstimatorConfig
     promotion: PromotionConfig
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @model_validator(mode="after")
+    def _monitoring_metric(self) -> "Config":
+        """Default the monitored metric, and check that labels alone can give it."""
+        metrics = LABEL_METRICS[self.task]
+        if self.monitoring.metric is None:
+            metric = self.promotion.metric
+            self.monitoring.metric = metric if metric in metrics else metrics[0]
+        elif self.monitoring.metric not in metrics:
+            raise ValueError(
+                f"monitoring.metric {self.monitoring.metric!r} cannot be computed from "
+                f"predictions alone for {self.task}: use one of {', '.join(metrics)}"
+            )
+        if self.monitoring.flagged > self.monitoring.of:
+            raise ValueError("monitoring.flagged must be at most monitoring.of")
+        return self
 
     @classmethod
     def settings_customise_sources(

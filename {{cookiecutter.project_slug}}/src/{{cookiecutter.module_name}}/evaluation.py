@@ -39,6 +39,15 @@ def is_better(metric: str, task: Task, candidate: float, reference: float, margi
     return improvement > 0 and improvement >= margin
 
 
+def label_metrics(task: Task, y: Any, predicted: Any, classes: list[Any]) -> dict[str, float]:
+    """The task's metrics that predicted labels or values alone give (no ROC AUC)."""
+    if task == "regression":
+        return _regression(
+            np.asarray(y, dtype=float), np.asarray(predicted, dtype=float), False
+        ).metrics
+    return _classification(np.asarray(y), np.asarray(predicted), None, classes, False).metrics
+
+
 def evaluate(
     model: Any, x: pd.DataFrame, y: pd.Series, task: Task, plots: bool = True
 ) -> Evaluation:

@@ -1,0 +1,152 @@
+"""The figures and the self-contained HTML report of a `monitor` run.
+
+The report is one HTML file with its figures inside (PNG as data URIs) and no
+script: it opens from the MLflow UI, an e-mail or a file share, with nothing to
+fetch from anywhere.
+"""
+
+import base64
+import html
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..config import MonitoringConfig
+from .monitor import MIN_ROWS, Result, Window
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
+.verdict { padding: 1rem; border-radius: 0.4rem; font-size: 1.2rem; }
+.retrain { background: #fde2e1; border: 1px solid #c0392b; }
+.fine { background: #e3f5e6; border: 1px solid #27ae60; }
+table { border-collapse: collapse; margin: 1rem 0; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+th:first-child, td:first-child, td.reasons { text-align: left; }
+tr.flagged { background: #fff1f0; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
+"""
+
+
+def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
+    """The drift heatmap, and the metric and prediction drift over the windows."""
+    windows = [window for window in result.windows if window.rows]
+    labels = [short(window.label) for window in windows]
+    features = sorted({name for window in windows for name in window.psi})
+    psi = np.array(
+        [[window.psi.get(name) or 0.0 for window in windows] for name in features], dtype=float
+    ).reshape(len(features), len(windows))
+
+    heatmap = Figure(
+        figsize=(max(6, 0.7 * len(windows) + 3), max(3, 0.35 * len(features) + 2)),
+        layout="constrained",
+    )
+    axes = heatmap.subplots()
+    top = max(2 * settings.drift_threshold, float(psi.max()) if psi.size else 0.0)
+    image = axes.imshow(psi, cmap="Reds", vmin=0, vmax=top, aspect="auto")
+    axes.set_xticks(range(len(windows)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(features)), features)
+    for (row, column), value in np.ndenumerate(psi):
+        if len(windows) * len(features) <= 400:
+            colour = "white" if value > top / 2 else "black"
+            axes.text(
+                column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour
+            )
+    heatmap.colorbar(image, ax=axes, label=f"PSI (threshold {settings.drift_threshold:g})")
+    axes.set_title(f"Drift of each feature, {result.model} v{result.version}")
+
+    quality = Figure(figsize=(max(6, 0.5 * len(windows) + 3), 6), layout="constrained")
+    metric_axes, drift_axes = quality.subplots(2, 1, sharex=True)
+    positions = list(range(len(windows)))
+    values = [np.nan if w.metric is None else w.metric for w in windows]
+    metric_axes.plot(positions, values, marker="o", label=f"{result.metric}, served")
+    if result.baseline is not None:
+        metric_axes.axhline(result.baseline, color="grey", linestyle="--", label="held out")
+        allowed = settings.metric_tolerance * abs(result.baseline)
+        metric_axes.axhspan(
+            result.baseline - allowed, result.baseline + allowed, color="grey", alpha=0.15
+        )
+    metric_axes.set_ylabel(result.metric)
+    metric_axes.legend(loc="best")
+    metric_axes.set_title("Quality once outcomes arrive (no point: too few outcomes)")
+    prediction = [np.nan if w.prediction_psi is None else w.prediction_psi for w in windows]
+    drift_axes.plot(positions, prediction, marker="o", color="tab:red", label="predictions")
+    drift_axes.axhline(settings.drift_threshold, color="grey", linestyle="--", label="threshold")
+    drift_axes.set_ylabel("PSI")
+    drift_axes.legend(loc="best")
+    drift_axes.set_xticks(positions, labels, rotation=45, ha="right")
+    return {"drift_heatmap.png": heatmap, "quality.png": quality}
+
+
+def short(label: str) -> str:
+    """A window's label, short enough for an axis."""
+    return label.replace("T", " ").removesuffix("+00:00")[:16]
+
+
+def png(figure: Figure) -> bytes:
+    """A figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def row(window: Window, metric: str) -> str:
+    """A window's line of the table."""
+    worst = max(
+        ((value, name) for name, value in window.psi.items() if value is not None), default=None
+    )
+    cells = [
+        html.escape(window.label),
+        str(window.rows),
+        str(window.outcomes),
+        "" if window.metric is None else f"{window.metric:.3f}",
+        "" if worst is None else f"{worst[0]:.3f} ({html.escape(worst[1])})",
+        "" if window.prediction_psi is None else f"{window.prediction_psi:.3f}",
+    ]
+    reasons = "; ".join(map(html.escape, window.reasons)) or ("no rows" if not window.rows else "")
+    if 0 < window.rows < MIN_ROWS:
+        reasons = f"too few rows to judge (&lt; {MIN_ROWS})"
+    css = ' class="flagged"' if window.flagged else ""
+    return (
+        f"<tr{css}>"
+        + "".join(f"<td>{c}</td>" for c in cells)
+        + f'<td class="reasons">{reasons}</td></tr>'
+    )
+
+
+def html_report(result: Result, settings: MonitoringConfig, images: dict[str, bytes]) -> str:
+    """The report: verdict, the table of windows, the figures."""
+    kind = "retrain" if result.retrain else "fine"
+    title = f"Monitoring of {result.model} version {result.version}"
+    pictures = "".join(
+        f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(data).decode()}">'
+        for name, data in images.items()
+    )
+    header = "".join(
+        f"<th>{h}</th>"
+        for h in ["window", "rows", "outcomes", html.escape(result.metric), "worst feature PSI",
+                  "prediction PSI", "flagged because"]
+    )  # fmt: skip
+    baseline = "none" if result.baseline is None else f"{result.baseline:.3f}"
+    left_out = (
+        f"<p>{result.left_out} rows of other model versions were left out.</p>"
+        if result.left_out
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="verdict {kind}">{html.escape(result.verdict)}</p>
+<p>Windows of {html.escape(settings.window)}; a window is flagged when a feature's or the
+predictions' PSI is above {settings.drift_threshold:g}, or when {html.escape(result.metric)}
+is worse than its held-out value ({baseline}) by more than {settings.metric_tolerance:.0%}.</p>
+{left_out}
+<table><thead><tr>{header}</tr></thead><tbody>
+{"".join(row(window, result.metric) for window in result.windows)}
+</tbody></table>
+{pictures}
+</body></html>
+"""
