@@ -129,6 +129,7 @@ def html_report(result: Result, settings: MonitoringConfig, images: dict[str, by
                   "prediction PSI", "flagged because"]
     )  # fmt: skip
     baseline = "none" if result.baseline is None else f"{result.baseline:.3f}"
+    tolerance = f"{settings.metric_tolerance * 100:g} %"
     left_out = (
         f"<p>{result.left_out} rows of other model versions were left out.</p>"
         if result.left_out
@@ -142,7 +143,7 @@ def html_report(result: Result, settings: MonitoringConfig, images: dict[str, by
 <p class="verdict {kind}">{html.escape(result.verdict)}</p>
 <p>Windows of {html.escape(settings.window)}; a window is flagged when a feature's or the
 predictions' PSI is above {settings.drift_threshold:g}, or when {html.escape(result.metric)}
-is worse than its held-out value ({baseline}) by more than {settings.metric_tolerance:.0%}.</p>
+is worse than its held-out value ({baseline}) by more than {tolerance}.</p>
 {left_out}
 <table><thead><tr>{header}</tr></thead><tbody>
 {"".join(row(window, result.metric) for window in result.windows)}
