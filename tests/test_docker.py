@@ -10,8 +10,10 @@ networking and bind to 127.0.0.1.
 
 import json
 import os
+import re
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +181,34 @@ def test_make_docker_smoke_checks_a_prediction(project: Path, image: str) -> Non
     output = run(["make", "docker-smoke", f"IMAGE={image.removesuffix(':latest')}", flags], project)
 
     assert "serving_input_example.json -> 200" in output
+
+
+def test_image_carries_the_monitoring_profile_and_serves_live_drift(
+    project: Path, image: str, container: tuple[str, str]
+) -> None:
+    columns, rows = sample(project, 8)
+    payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
+    profile = json.loads(in_image(image, "cat /app/model/extra_files/monitoring_profile.json"))
+
+    status, _ = http(f"{container[1]}/invocations", json.dumps(payload).encode())
+    deadline = time.monotonic() + 15
+    while True:  # the model process writes its counts about once a second
+        with urllib.request.urlopen(f"{container[1]}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        if "monitoring_window_rows 0.0" not in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+
+    assert status == 200
+    assert set(profile["features"]) == set(columns)
+    drifted = {line.split('"')[1] for line in metrics.splitlines() if line.startswith("feature_drift_psi{")}
+    assert drifted == set(columns)
+    assert re.search(r"^monitoring_window_rows [1-9]", metrics, re.MULTILINE)
+
+
+def test_parquet_in_the_image_is_refused_naming_pyarrow(project: Path, container: tuple[str, str]) -> None:
+    """The image leaves pyarrow out (README: the differences from `mlflow models serve`)."""
+    status, answer = http(f"{container[1]}/invocations", b"PAR1 not really", "application/vnd.apache.parquet")
+
+    assert status == 400
+    assert "pyarrow" in answer["message"]

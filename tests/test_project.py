@@ -9,12 +9,15 @@ import http.client
 import importlib.util
 import json
 import re
+import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.artifacts
 import pytest
+import yaml
 from conftest import TEMPLATE, Background, clean_env, free_port, http, require_tier, run, sample, which
 from mlflow import MlflowClient
 
@@ -229,3 +232,85 @@ def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) ->
     run(["uv", "run", "--locked", "pre-commit", "run", "--all-files", "--show-diff-on-failure"], project)
 
     assert run(["git", "status", "--porcelain"], project) == ""
+
+
+# PromQL words that are not metric names, in the project's rules and dashboard.
+PROMQL_WORDS = {"sum", "max", "min", "by", "on", "and", "rate", "increase", "histogram_quantile"}
+LABELS = {"job", "instance", "route", "status", "le", "feature", "method"}
+
+
+def metric_names(expression: str) -> set[str]:
+    """The metric names a PromQL expression reads."""
+    without_strings = re.sub(r'"[^"]*"', "", re.sub(r"\[[^\]]*\]", "", expression))
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_strings))
+    return words - PROMQL_WORDS - LABELS
+
+
+def served_metric_names(text: str) -> set[str]:
+    names = {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return names | {re.sub(r"_(bucket|sum|count)$", "", name) for name in names} | {"up"}
+
+
+def post_rows(url: str, columns: list[str], rows: list[list[str]]) -> str:
+    """Score rows; return the prediction id the server gave them."""
+    body = json.dumps(
+        {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
+    )
+    request = urllib.request.Request(
+        f"{url}/invocations", data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return str(response.headers["X-Prediction-ID"])
+
+
+def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
+    project: Path, tmp_path: Path
+) -> None:
+    """`make serve` with an inference log, `make monitor`, and its report in headless Chromium."""
+    require_tier("project", which("node", "chromium"))
+    log_dir, artifacts = tmp_path / "inference", TEMPLATE / ".test-artifacts"
+    serving = Background(
+        ["make", "serve", "PORT={port}"], project, clean_env(INFERENCE_LOG_DIR=str(log_dir)), tmp_path / "log"
+    )
+    columns, body = sample(project, 400)
+    lines = (project / "config.toml").read_text().splitlines()
+    target = next(line.split('"')[1] for line in lines if line.startswith("target ="))
+    with (project / "data" / "sample.csv").open() as file:
+        actual = [row[target] for _, row in zip(range(400), csv.DictReader(file), strict=False)]
+    serving.start()
+    try:
+        ids = [post_rows(serving.url, columns, body[start : start + 40]) for start in range(0, 400, 40)]
+        time.sleep(1.5)  # the model process writes its counts about once a second
+        metrics = raw(f"{serving.url}/metrics")[1].decode()
+    finally:
+        serving.stop()
+    outcomes = tmp_path / "outcomes.csv"
+    with outcomes.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["prediction_id", "actual"])
+        writer.writerows(
+            [f"{key}-{n}", actual[40 * number + n]] for number, key in enumerate(ids) for n in range(40)
+        )
+
+    # Every metric the alerts and the dashboard read is one the server serves.
+    rules = yaml.safe_load((project / "deploy" / "prometheus" / "rules.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((project / "deploy" / "grafana" / "dashboard.json").read_text())
+    expressions += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    unknown = set().union(*map(metric_names, expressions)) - served_metric_names(metrics)
+    assert not unknown, f"rules or dashboard read metrics the server does not serve: {sorted(unknown)}"
+    assert "monitoring_window_rows 400.0" in metrics
+
+    output = run(["make", "monitor", f"LOG={log_dir}", f"OUTCOMES={outcomes}"], project)
+
+    assert "No retraining needed" in output  # the sample data is the training data
+    [run_id] = re.findall(r"MLflow run ([0-9a-f]{32})", output)
+    report = next((project / "mlartifacts").glob(f"{run_id}/artifacts/monitoring/report.html"))
+    artifacts.mkdir(exist_ok=True)
+    screenshot = artifacts / f"monitoring-report-{project.name}.png"
+    summary = json.loads(run(["node", "scripts/check_report.mjs", str(report), str(screenshot)], TEMPLATE))
+    assert summary["title"] == f"Monitoring of {project.name} version 1"
+    assert [image["loaded"] for image in summary["images"]] == [True, True]
+    assert summary["external"] == []
+    assert summary["verdict"].startswith("No retraining needed")
+    assert screenshot.stat().st_size > 10_000

@@ -1,6 +1,7 @@
 """Static tier: every option value bakes into the exact files, and every file is valid."""
 
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -31,6 +32,10 @@ BASE_FILES = {
     "README.md",
     "compose.yaml",
     "config.toml",
+    "deploy/grafana/dashboard.json",
+    "deploy/prometheus/prometheus.yml",
+    "deploy/prometheus/rules.yml",
+    "deploy/prometheus/rules_test.yml",
     "deploy/k8s/deployment.yaml",
     "deploy/k8s/hpa.yaml",
     "deploy/k8s/networkpolicy.yaml",
@@ -533,10 +538,16 @@ def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(tmp_path: Pa
     assert process.returncode == 0, process.stdout + process.stderr
     services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
 
-    assert set(services) == {"postgres", "tracking", "serving"}
+    assert set(services) == {"postgres", "tracking", "serving", "prometheus"}
     assert all("healthcheck" in service for service in services.values())
     assert services["tracking"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["serving"]["depends_on"] == {"tracking": {"condition": "service_healthy"}}
+    assert services["prometheus"]["depends_on"] == {"serving": {"condition": "service_healthy"}}
+    # Prometheus scrapes the serving service on its port, and reads the project's alerts.
+    scrape = yaml.safe_load((project / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [target] = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert target == f"serving:{services['serving']['ports'][0].rsplit(':', 1)[1]}"
+    assert "./deploy/prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
     assert services["serving"]["environment"]["MLFLOW_TRACKING_URI"] == "http://tracking:5000"
     allowed = next(flag for flag in services["tracking"]["command"] if flag.startswith("--allowed-hosts="))
     assert {"tracking", "tracking:5000"} <= set(allowed.split("=", 1)[1].split(","))
@@ -546,3 +557,41 @@ def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(tmp_path: Pa
     assert re.findall(r"postgresql://([^@]*)@", text) == [
         "${POSTGRES_USER:-mlflow}:${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}"
     ]
+
+
+@pytest.mark.parametrize("task", CHOICES["task"])
+def test_prometheus_config_and_alerts_pass_promtool_and_their_unit_tests(tmp_path: Path, task: str) -> None:
+    require_tier("static", which("promtool"))
+    rules = bake(tmp_path, task=task) / "deploy" / "prometheus"
+
+    for command in (["check", "config", "prometheus.yml"], ["test", "rules", "rules_test.yml"]):
+        process = subprocess.run(
+            ["promtool", *command], cwd=rules, capture_output=True, text=True, check=False
+        )
+        assert process.returncode == 0, process.stdout + process.stderr
+
+
+def dashboard_queries(project: Path) -> list[str]:
+    dashboard = json.loads((project / "deploy" / "grafana" / "dashboard.json").read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def test_every_grafana_query_parses(tmp_path: Path) -> None:
+    """promtool parses each query of the dashboard, as a recording rule."""
+    require_tier("static", which("promtool"))
+    project = bake(tmp_path)
+    queries = dashboard_queries(project)
+    rules = [{"record": f"dashboard:query{n}", "expr": expr} for n, expr in enumerate(queries)]
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": rules}]}))
+
+    process = subprocess.run(
+        ["promtool", "check", "rules", "queries.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert len(queries) >= 10
+    assert all("$__" not in query for query in queries)  # Grafana's variables would not parse

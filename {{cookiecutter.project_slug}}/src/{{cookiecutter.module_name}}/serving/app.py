@@ -103,6 +103,7 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Expose the metrics in Prometheus' text format."""
+        service.health()  # updates serving_ready
         return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/invocations", openapi_extra={"requestBody": OPENAPI_BODY})

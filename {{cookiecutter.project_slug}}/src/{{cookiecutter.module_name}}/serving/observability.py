@@ -76,6 +76,12 @@ class Metrics:
             "Times the batcher stopped and was started again (0 unless something is wrong).",
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "serving_ready",
+            "1 when the model process and the batcher run (what /health says), else 0.",
+            multiprocess_mode="livemin",
+            registry=self.registry,
+        )
         self.model = Gauge(
             "model_info",
             "The served model: 1, labelled with its name, version and URI.",

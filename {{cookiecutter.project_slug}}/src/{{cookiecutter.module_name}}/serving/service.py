@@ -58,6 +58,7 @@ class Service:
             self.predict_batch, self.settings.max_batch_rows, self.settings.max_batch_wait_ms / 1000
         )
         self.start_batching()
+        self.health()
         self.metrics.model.labels(self.model.name or "", self.model.version or "", self.uri).set(1)
         log.info("Serving %s (version %s).", self.uri, self.model.version)
         # What exists now lives as long as the server: keep the garbage collector from
@@ -106,14 +107,16 @@ class Service:
         self.start_batching()
 
     def health(self) -> str | None:
-        """None if the server can predict; else what stops it."""
+        """None if the server can predict; else what stops it (also `serving_ready`)."""
+        problem = None
         if self.batching is None:
-            return "loading"
-        if not self.predictor.is_alive():
-            return "the model process is down"
-        if self.batching.done():
-            return "the batcher is down"
-        return None
+            problem = "loading"
+        elif not self.predictor.is_alive():
+            problem = "the model process is down"
+        elif self.batching.done():
+            problem = "the batcher is down"
+        self.metrics.ready.set(0 if problem else 1)
+        return problem
 
     async def score(self, body: bytes, content_type: str) -> Any:
         """Parse a request body and return its predictions; raise what the request caused."""
