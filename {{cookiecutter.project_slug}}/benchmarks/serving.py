@@ -2,10 +2,11 @@
 
 Both serve `models:/<slug>@champion` on loopback, and wrk (a low-overhead load
 generator: `apt-get install wrk`, `brew install wrk`) sends each the same
-single-row request at 1 and at 16 connections. A bare ASGI app that only echoes
-the body, under the same uvicorn, shows the HTTP floor of the machine. The
-in-process `predict` of the same row is the model's own cost. The table gives
-requests per second, median and 99th-percentile latency, and the ratios.
+single-row request at 1 and at 16 connections; this project's server runs once more
+with monitoring off (MONITORING=false), to show what live drift costs. A bare ASGI
+app that only echoes the body, under the same uvicorn, shows the HTTP floor of the
+machine. The in-process `predict` of the same row is the model's own cost. The
+table gives requests per second, median and 99th-percentile latency, and the ratios.
 
     make bench                      # 10 s per run
     make bench BENCH_SECONDS=30     # steadier figures
@@ -29,10 +30,16 @@ import mlflow
 import pandas as pd
 from starlette.types import Receive, Scope, Send
 
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, load_config, tracking_uri
+from {{ cookiecutter.module_name }}.config import (
+    PROJECT_SLUG,
+    load_config,
+    registered_model_uri,
+    tracking_uri,
+    use_tracking_store,
+)
 
 CONNECTIONS = (1, 16)
-MODEL_URI = f"models:/{PROJECT_SLUG}@champion"
+MODEL_URI = registered_model_uri(alias="champion")
 
 # wrk sends the body of BODY_FILE and prints its summary as one JSON line.
 WRK_SCRIPT = """
@@ -74,10 +81,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(command: list[str], port: int, log: Path) -> Iterator[None]:
+def running(
+    command: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
     """Start a server, wait until it answers /health (or /), stop it afterwards."""
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -135,7 +146,7 @@ def main() -> None:
     seconds = parser.parse_args().seconds
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` or `brew install wrk`.")
-    mlflow.set_tracking_uri(tracking_uri())
+    use_tracking_store()
     config = load_config()
     frame = pd.read_csv(config.data.path).drop(columns=config.data.target).head(1)
     row = frame.astype(dict.fromkeys(frame.select_dtypes("integer").columns, "float64"))
@@ -145,9 +156,11 @@ def main() -> None:
     script.write_text(WRK_SCRIPT)
     os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri())
 
+    ours = [PROJECT_SLUG, "serve", "--model-uri", MODEL_URI]
     servers = {
         # The console scripts of the project's environment (`uv run` puts them on PATH).
-        "this project": [PROJECT_SLUG, "serve", "--model-uri", MODEL_URI],
+        "this project": ours,
+        "  monitoring off": ours,
         "mlflow models serve": [
             "mlflow",
             "models",
@@ -171,7 +184,8 @@ def main() -> None:
         else:
             command = [*command, "--port", str(port)]
         print(f"{name}: {seconds} s at each of {CONNECTIONS} connections...", flush=True)
-        with running(command, port, work / f"{port}.log"):
+        env = {"MONITORING": "false"} if name == "  monitoring off" else {}
+        with running(command, port, work / f"{port}.log", env):
             results[name] = {c: load(port, c, seconds, body, script) for c in CONNECTIONS}
 
     predict_after = in_process_ms(row)
@@ -184,7 +198,7 @@ def main() -> None:
                 f"{name:<22}{connections:>6}{figures['rps']:>10.1f}"
                 f"{figures['p50']:>10.2f}{figures['p99']:>10.2f}"
             )
-    ours, theirs, floor = results.values()
+    ours, unmonitored, theirs, floor = results.values()
     busy = max(CONNECTIONS)
     print()
     print(
@@ -197,6 +211,11 @@ def main() -> None:
         f"{ours[busy]['rps'] / floor[busy]['rps']:.3f}x the echo floor's throughput"
     )
     print(f"at 1 connection: p50 {ours[1]['p50'] / predict_ms:.2f}x the in-process predict time")
+    print(
+        f"monitoring on keeps {ours[busy]['rps'] / unmonitored[busy]['rps']:.2f}x of the "
+        f"throughput without it at {busy} connections "
+        f"({ours[1]['p50'] / unmonitored[1]['p50']:.2f}x its p50 at 1 connection)"
+    )
 
 
 if __name__ == "__main__":

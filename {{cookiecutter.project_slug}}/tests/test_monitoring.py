@@ -305,7 +305,9 @@ def test_monitor_on_an_undrifted_log_recommends_nothing(
     result = monitor("--log", str(tmp_path / "log"), "--outcomes", str(outcomes), "--window", "200")
 
     assert result.exit_code == 0, result.output
-    assert "No retraining needed: 0 of the last" in result.output
+    assert "No retraining needed" in result.output
+    # Nothing drifted; a window's metric may stray, but not in 2 of 5 windows.
+    assert "drifted" not in result.output
 
 
 def test_a_window_without_rows_says_so_and_is_not_flagged(

@@ -75,10 +75,16 @@ class MonitoringConfig(Section):
     # the promotion metric, or the task's first (a label cannot give ROC AUC).
     metric: str | None = None
     # Relative: 0.1 flags a window whose metric is 10 % worse than on the held-out data.
-    metric_tolerance: float = Field(default=0.1, ge=0)
+    # By default 0.1 for classification, 0.2 for regression (whose errors vary more).
+    metric_tolerance: float | None = Field(default=None, ge=0)
     # Retraining is recommended when at least `flagged` of the last `of` windows are.
     flagged: int = Field(default=2, ge=1)
     of: int = Field(default=5, ge=1)
+
+    @property
+    def tolerance(self) -> float:
+        """The relative metric tolerance (its default is set with the task, by `Config`)."""
+        return 0.1 if self.metric_tolerance is None else self.metric_tolerance
 
     @field_validator("window")
     @classmethod
@@ -123,6 +129,8 @@ class Config(BaseSettings):
                 f"monitoring.metric {self.monitoring.metric!r} cannot be computed from "
                 f"predictions alone for {self.task}: use one of {', '.join(metrics)}"
             )
+        if self.monitoring.metric_tolerance is None:
+            self.monitoring.metric_tolerance = 0.1 if self.task == "classification" else 0.2
         if self.monitoring.flagged > self.monitoring.of:
             raise ValueError("monitoring.flagged must be at most monitoring.of")
         return self

@@ -217,7 +217,7 @@ def worse(
     value: float, baseline: float, metric: str, task: Task, settings: MonitoringConfig
 ) -> bool:
     """Whether `value` is worse than `baseline` by more than the relative tolerance."""
-    allowed = settings.metric_tolerance * abs(baseline)
+    allowed = settings.tolerance * abs(baseline)
     if GREATER_IS_BETTER[task][metric]:
         return value < baseline - allowed
     return value > baseline + allowed

@@ -9,10 +9,11 @@ between replicas (a drift report that re-bins each window cannot say that).
     {"version": 1, "task": ..., "rows": ..., "features": {name: bins}, "prediction": bins,
      "metrics": {...}, "classes": [...]}
 
-Numeric bins: interior edges at the training deciles, so the first and last bins
-are open-ended; a value x falls in the first bin whose edge is >= x. Categorical
-bins: the frequent categories, then "other" (rare or unseen). Both end with a bin
-for missing values; `shares` are the training rows' shares of every bin.
+Numeric bins: interior edges at the training deciles (fewer bins, of 20 rows or
+more, for fewer than 200 rows), so the first and last bins are open-ended; a value
+x falls in the first bin whose edge is >= x. Categorical bins: the frequent
+categories, then "other" (rare or unseen). Both end with a bin for missing values;
+`shares` are the training rows' shares of every bin.
 """
 
 import json
@@ -27,6 +28,9 @@ VERSION = 1
 PROFILE_FILE = "monitoring_profile.json"
 PROFILE_PATH = f"extra_files/{PROFILE_FILE}"
 NUMERIC_BINS = 10
+# At least this many reference rows a bin: fewer make a noisy reference (sampling alone
+# gives n rows on k bins a PSI of about (k - 1) / n), as for a small held-out set.
+ROWS_PER_BIN = 20
 # Categories below this share of the training rows count as "other"; at most this many.
 MIN_CATEGORY_SHARE = 0.01
 MAX_CATEGORIES = 20
@@ -42,10 +46,11 @@ def is_numeric(values: pd.Series) -> bool:
 
 
 def numeric_bins(values: pd.Series) -> dict[str, Any]:
-    """Decile bins of a numeric column, its range and the share of every bin."""
+    """Quantile bins of a numeric column, its range and the share of every bin."""
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
     present = numbers[~np.isnan(numbers)]
-    quantiles = np.linspace(0, 1, NUMERIC_BINS + 1)[1:-1]
+    bins = max(2, min(NUMERIC_BINS, len(present) // ROWS_PER_BIN))
+    quantiles = np.linspace(0, 1, bins + 1)[1:-1]
     edges = np.unique(np.quantile(present, quantiles)) if len(present) else np.array([])
     counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
     return {

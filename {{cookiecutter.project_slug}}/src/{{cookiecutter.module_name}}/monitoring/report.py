@@ -62,7 +62,7 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
     metric_axes.plot(positions, values, marker="o", label=f"{result.metric}, served")
     if result.baseline is not None:
         metric_axes.axhline(result.baseline, color="grey", linestyle="--", label="held out")
-        allowed = settings.metric_tolerance * abs(result.baseline)
+        allowed = settings.tolerance * abs(result.baseline)
         metric_axes.axhspan(
             result.baseline - allowed, result.baseline + allowed, color="grey", alpha=0.15
         )
@@ -129,7 +129,7 @@ def html_report(result: Result, settings: MonitoringConfig, images: dict[str, by
                   "prediction PSI", "flagged because"]
     )  # fmt: skip
     baseline = "none" if result.baseline is None else f"{result.baseline:.3f}"
-    tolerance = f"{settings.metric_tolerance * 100:g} %"
+    tolerance = f"{settings.tolerance * 100:g} %"
     left_out = (
         f"<p>{result.left_out} rows of other model versions were left out.</p>"
         if result.left_out
