@@ -273,7 +273,10 @@ def metric_names(expression: str) -> set[str]:
 
 
 def served_metric_names(text: str) -> set[str]:
+    """Every metric /metrics declares (a family may have no series: no categorical feature)."""
     names = {line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    declared = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    names |= declared | {f"{name}_total" for name in declared}
     return names | {re.sub(r"_(bucket|sum|count)$", "", name) for name in names} | {"up"}
 
 
