@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 SLOTS = 10
 # How often a model process writes its counts: /metrics lags the traffic by this much.
 FLUSH_S = 1.0
+# Rows kept uncounted at most (a bound on memory under heavy load).
+MAX_PENDING_ROWS = 50_000
+PREDICTION = "\0prediction"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,12 @@ class LiveSettings:
 
 
 class WindowWriter:
-    """The model process' side: count each scored batch into the current slot."""
+    """The model process' side: keep what is scored, count it into time slots.
+
+    A batch's columns are only kept (microseconds); they are counted into the bins
+    when the counts are written, about once a second: counting costs nearly as much
+    for one row as for thousands, so a lone request does not pay it.
+    """
 
     def __init__(self, settings: LiveSettings) -> None:
         self.profile = settings.profile
@@ -49,27 +58,43 @@ class WindowWriter:
         self.path = settings.directory / f"window-{os.getpid()}.json"
         self.slots: dict[int, Counts] = {}
         self.extra: dict[str, int] = {}
-        self.flushed_at = 0.0
-        self.dirty = False
+        self.columns = list(self.profile["features"])
+        self.pending: dict[str, list[Any]] = {name: [] for name in [*self.columns, PREDICTION]}
+        self.pending_rows = 0
+        self.flushed_at = time.monotonic()
 
     def observe(self, frame: pd.DataFrame, predictions: Any) -> None:
-        """Count a scored batch."""
-        slot = int(time.time() // self.slot_s)
-        self.slots.setdefault(slot, Counts()).add(count(frame, predictions, self.profile))
-        for old in [s for s in self.slots if s <= slot - SLOTS]:
-            del self.slots[old]
-        self.dirty = True
-        if time.monotonic() - self.flushed_at >= FLUSH_S:
+        """Keep a scored batch, to be counted at the next write."""
+        for name in self.columns:
+            if name in frame.columns:
+                self.pending[name].append(frame[name].to_numpy())
+        self.pending[PREDICTION].append(np.asarray(predictions))
+        self.pending_rows += len(frame)
+        if self.pending_rows >= MAX_PENDING_ROWS or time.monotonic() - self.flushed_at >= FLUSH_S:
             self.flush()
 
     def due_in(self) -> float | None:
-        """Seconds until unwritten counts should be written; None if there are none."""
-        if not self.dirty:
+        """Seconds until kept rows should be counted and written; None if there are none."""
+        if not self.pending_rows:
             return None
         return max(0.0, FLUSH_S - (time.monotonic() - self.flushed_at))
 
+    def count_pending(self) -> None:
+        """Count the kept rows into the current slot; drop the slots out of the window."""
+        slot = int(time.time() // self.slot_s)
+        if self.pending_rows:
+            columns = {name: np.concatenate(parts) for name, parts in self.pending.items() if parts}
+            predictions = columns.pop(PREDICTION)
+            frame = pd.DataFrame(columns)
+            self.slots.setdefault(slot, Counts()).add(count(frame, predictions, self.profile))
+            self.pending = {name: [] for name in self.pending}
+            self.pending_rows = 0
+        for old in [s for s in self.slots if s <= slot - SLOTS]:
+            del self.slots[old]
+
     def flush(self) -> None:
-        """Write the slots to this process' file, atomically (readers never see half a file)."""
+        """Count, then write the slots to this process' file atomically (no reader sees half)."""
+        self.count_pending()
         data = {
             "slot_s": self.slot_s,
             "slots": {str(slot): counts.to_json() for slot, counts in self.slots.items()},
@@ -79,7 +104,6 @@ class WindowWriter:
         partial.write_text(json.dumps(data))
         os.replace(partial, self.path)
         self.flushed_at = time.monotonic()
-        self.dirty = False
 
 
 def read_window(directory: Path, window_s: float) -> tuple[Counts, dict[str, int]]:
