@@ -136,7 +136,10 @@ def test_healthcheck_invoke_posts_the_models_example(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
+        deadline = time.monotonic() + 60
         while not server.started:
+            assert thread.is_alive(), "the server stopped before it started"
+            assert time.monotonic() < deadline, "the server did not start within 60 s"
             time.sleep(0.05)
         monkeypatch.setenv("PORT", str(port))
         monkeypatch.setenv("MODEL_URI", str(tmp_path / "model"))
@@ -181,3 +184,32 @@ def test_an_unreachable_tracking_server_is_named(
 
     assert result.exit_code == 1
     assert f"tracking server at {url} is unreachable" in result.output
+
+
+def test_a_misspelt_promotion_metric_is_refused_naming_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "config.toml"
+    text = CONFIG_FILE.read_text()
+    metric = load_config().promotion.metric
+    bad.write_text(text.replace(f'metric = "{metric}"', 'metric = "f1_score"', 1))
+
+    result = CliRunner().invoke(main, ["train", "--config", str(bad)])
+
+    assert result.exit_code == 1
+    assert "promotion.metric 'f1_score'" in result.output
+    assert metric in result.output  # the valid names are listed
+
+
+def test_data_never_writes_the_sample_where_the_user_pointed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine.csv"
+    monkeypatch.setenv(f"{ENV_PREFIX}DATA__PATH", str(mine))
+
+    refused = CliRunner().invoke(main, ["data"])
+    assert refused.exit_code == 1
+    assert f"{mine} not found" in refused.output
+    assert not mine.exists()
+
+    forced = CliRunner().invoke(main, ["data", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert mine.is_file()

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -37,16 +38,7 @@ def aliases(client: MlflowClient) -> dict[str, str]:
 def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) -> None:
     client = MlflowClient()
     champion = aliases(client)["champion"]
-    dummy = (
-        "sklearn.dummy.DummyClassifier"
-        if config.task == "classification"
-        else "sklearn.dummy.DummyRegressor"
-    )
-    worse = config.model_copy(
-        update={"estimator": config.estimator.model_copy(update={"name": dummy, "params": {}})}
-    )
-
-    result = train(worse)
+    result = train(worse_config(config))
 
     assert not result.promoted
     assert "does not beat" in result.reason
@@ -55,11 +47,24 @@ def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) ->
     assert tags["promotion"] == result.reason
 
 
-def test_promote_and_rollback_move_aliases_and_keep_versions(trained: TrainResult) -> None:
+def worse_config(config: Config) -> Config:
+    dummy = (
+        "sklearn.dummy.DummyClassifier"
+        if config.task == "classification"
+        else "sklearn.dummy.DummyRegressor"
+    )
+    return config.model_copy(
+        update={"estimator": config.estimator.model_copy(update={"name": dummy, "params": {}})}
+    )
+
+
+def test_promote_and_rollback_move_aliases_and_keep_versions(
+    trained: TrainResult, config: Config
+) -> None:
     client = MlflowClient()
+    other = train(worse_config(config)).version  # a version of its own, whatever ran before
     before = {str(v.version) for v in client.search_model_versions(f"name='{PROJECT_SLUG}'")}
     champion = aliases(client)["champion"]
-    other = next(v for v in sorted(before) if v != champion)
 
     registry.promote(client, other)
     assert aliases(client)["champion"] == other
@@ -93,3 +98,21 @@ def test_export_champion_writes_a_servable_model(trained: TrainResult, tmp_path:
         "run_id": champion.run_id,
     }
     assert mlflow.pyfunc.load_model(str(tmp_path / "model")).metadata.signature is not None
+
+
+def test_a_champion_that_cannot_score_the_new_data_keeps_its_place(
+    trained: TrainResult, config: Config, tmp_path: Path
+) -> None:
+    """The gate fails closed: a model it could not compare is not promoted."""
+    client = MlflowClient()
+    champion = aliases(client)["champion"]
+    fewer = tmp_path / "fewer.csv"
+    pd.read_csv(config.data.path).drop(columns="weight").to_csv(fewer, index=False)
+    other_data = config.model_copy(update={"data": config.data.model_copy(update={"path": fewer})})
+
+    result = train(other_data)
+
+    assert not result.promoted
+    assert "cannot score this data" in result.reason
+    assert "make promote VERSION=" in result.reason
+    assert aliases(client)["champion"] == champion

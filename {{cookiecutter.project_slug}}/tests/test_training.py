@@ -5,7 +5,7 @@ import pytest
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.data import sha256
 from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
 from {{ cookiecutter.module_name }}.train import TrainResult, train
@@ -70,3 +70,9 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
     )
     assert last.info.status == "FAILED"
     assert len(client.search_model_versions(f"name='{PROJECT_SLUG}'")) == versions_before
+
+
+def test_the_metrics_the_config_accepts_are_the_ones_runs_log() -> None:
+    assert {task: set(names) for task, names in METRICS.items()} == {
+        task: set(names) for task, names in GREATER_IS_BETTER.items()
+    }

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from .config import (
     CONFIG_FILE,
     PROJECT_SLUG,
+    SAMPLE_PATH,
     Config,
     ServingConfig,
     load_config,
@@ -102,13 +103,19 @@ def main(verbose: bool) -> None:
 @config_option
 @click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
 def data(config_path: Path, force: bool) -> None:
-    """Write the sample dataset to the configured data path."""
+    """Write the sample dataset to the configured data path, if it is the sample's."""
     from .data import write_sample
 
     config = read_config(config_path, None, None)
     if config.data.path.exists() and not force:
         click.echo(f"{config.data.path} exists: kept it (--force overwrites it).")
         return
+    if config.data.path != SAMPLE_PATH and not force:
+        # A path of the user's own that is missing is a mistake, not a place for the sample.
+        raise click.ClickException(
+            f"{config.data.path} not found: fix [data] path in {config_path.name} (or the "
+            "environment), or pass --force to write the sample dataset there."
+        )
     path = write_sample(config.data.path, config.task, config.data.target)
     click.echo(f"Wrote {path}")
 

@@ -58,6 +58,13 @@ class PromotionConfig(Section):
     margin: float = Field(default=0.0, ge=0)
 
 
+# The metrics each training run logs, by task (`evaluation.py` computes them).
+METRICS = {
+    "classification": ("accuracy", "f1", "precision", "recall", "roc_auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+# The sample dataset's place: `data` writes it there, and nowhere else unless asked.
+SAMPLE_PATH = PROJECT_ROOT / "data" / "sample.csv"
 # Metrics `monitor` can compute from predicted labels or values alone, by task.
 LABEL_METRICS = {
     "classification": ("accuracy", "f1", "precision", "recall"),
@@ -116,6 +123,16 @@ class Config(BaseSettings):
     estimator: EstimatorConfig
     promotion: PromotionConfig
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @model_validator(mode="after")
+    def _promotion_metric(self) -> "Config":
+        """A promotion metric the task's runs log: a misspelt one would keep every model back."""
+        if self.promotion.metric not in METRICS[self.task]:
+            raise ValueError(
+                f"promotion.metric {self.promotion.metric!r} is not a metric of {self.task} "
+                f"runs: use one of {', '.join(METRICS[self.task])}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _monitoring_metric(self) -> "Config":

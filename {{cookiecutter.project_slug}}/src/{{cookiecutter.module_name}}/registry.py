@@ -74,8 +74,12 @@ def gate(
         champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[
             metric
         ]
-    except Exception as error:
-        return Decision(True, f"champion v{champion.version} cannot score this data ({error})")
+    except Exception as error:  # fail closed: an untested model never replaces the champion
+        return Decision(
+            False,
+            f"champion v{champion.version} cannot score this data ({error}), so the new model "
+            "was not compared: compare them yourself, then `make promote VERSION=<n>`",
+        )
     score = candidate_metrics[metric]
     verdict = (
         "beats"
