@@ -4,12 +4,14 @@ Each project runs exactly what its README and CI run: make targets, in a fresh
 uv environment (uv's cache is shared, so installs after the first are fast).
 """
 
+import ast
 import csv
 import importlib.util
 import json
 import re
 import shutil
 import time
+import tomllib
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -251,6 +253,36 @@ def test_make_demo_ends_with_a_prediction_on_a_bare_machine(tmp_path: Path) -> N
     [answer] = [line for line in output.splitlines() if line.startswith('{"predictions"')]
     assert len(json.loads(answer)["predictions"]) == 1
     assert (tmp_path / "clone" / ".tools" / "bin" / "uv").is_file()  # installed by `make install`
+
+
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[\[=<>!~ ;]", requirement)[0].lower().replace("_", "-")
+
+
+def test_the_pre_hook_refuses_every_import_name_of_the_projects_dependencies(project: Path) -> None:
+    """A module_name equal to one would shadow it: the hook's list must hold them all."""
+    hook = ast.parse((TEMPLATE / "hooks" / "pre_gen_project.py").read_text())
+    [listed] = [
+        ast.literal_eval(node.value)
+        for node in hook.body
+        if isinstance(node, ast.Assign)
+        and any(getattr(t, "id", "") == "DEPENDENCY_MODULES" for t in node.targets)
+    ]
+    script = "import importlib.metadata as m, json; print(json.dumps(m.packages_distributions()))"
+    modules = json.loads(run(["uv", "run", "--locked", "python", "-c", script], project).splitlines()[-1])
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    groups = [r for group in pyproject["dependency-groups"].values() for r in group if isinstance(r, str)]
+    direct = {requirement_name(r) for r in [*pyproject["project"]["dependencies"], *groups]}
+
+    imported = {
+        module
+        for module, distributions in modules.items()
+        if module.isidentifier() and not module.startswith("_")
+        and any(requirement_name(d) in direct for d in distributions)
+    }  # fmt: skip
+
+    assert {"mlflow", "sklearn", "pandas", "fastapi"} <= imported
+    assert imported <= listed, f"add to DEPENDENCY_MODULES: {sorted(imported - listed)}"
 
 
 def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) -> None:
