@@ -22,8 +22,8 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DEPENDENCY_MODULES = {
     "click", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
     "mpl_toolkits", "mypy", "mypyc", "numpy", "pandas", "pre_commit", "prometheus_client",
-    "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "ruff", "schemathesis",
-    "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",
+    "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust",
+    "ruff", "schemathesis", "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",
 }  # fmt: skip
 
 

@@ -269,7 +269,9 @@ def test_the_pre_hook_refuses_every_import_name_of_the_projects_dependencies(pro
         and any(getattr(t, "id", "") == "DEPENDENCY_MODULES" for t in node.targets)
     ]
     script = "import importlib.metadata as m, json; print(json.dumps(m.packages_distributions()))"
-    modules = json.loads(run(["uv", "run", "--locked", "python", "-c", script], project).splitlines()[-1])
+    # Every group (`load` included), whatever the tests before this one installed.
+    listing = run(["uv", "run", "--locked", "--all-groups", "python", "-c", script], project)
+    modules = json.loads(listing.splitlines()[-1])
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
     groups = [r for group in pyproject["dependency-groups"].values() for r in group if isinstance(r, str)]
     direct = {requirement_name(r) for r in [*pyproject["project"]["dependencies"], *groups]}
