@@ -29,7 +29,6 @@ class Predictor:
 
     def __init__(self, settings: ModelSettings) -> None:
         self.settings = settings
-        self.model_uri = settings.uri
         self.start()
 
     def start(self) -> None:
@@ -83,7 +82,7 @@ class Predictor:
         """Wait until the model is loaded; raise PredictorError saying why it is not."""
         message = await self.receive()
         if message != model_process.READY:
-            raise PredictorError(f"The model process could not load {self.model_uri}: {message}")
+            raise PredictorError(f"The model process could not load {self.settings.uri}: {message}")
         self.ready = True
 
     async def predict(self, jobs: list[IdentifiedRows]) -> list[Any]:
@@ -104,8 +103,6 @@ class Predictor:
             log.error("%s Starting a new model process.", error)
             self.restart()
             return [PredictorError("The model process stopped: retry the request.")] * len(jobs)
-        if not isinstance(outcomes, list) or len(outcomes) != len(jobs):
-            raise PredictorError(f"The model process answered {len(jobs)} requests wrongly.")
         return outcomes
 
     def close(self) -> None:

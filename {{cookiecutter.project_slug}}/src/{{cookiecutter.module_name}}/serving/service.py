@@ -3,8 +3,8 @@
 A request body is parsed into rows (`protocol.py`), queued, and predicted together
 with the requests that arrive at the same time (`batching.py`) by the model in a
 process of its own (`predictor.py`, `model_process.py`). `Service` holds these parts
-for the server's lifetime; the HTTP routes (`app.py`) and `serve --check` both score
-through `Service.score`, so the check runs exactly what a request runs.
+for the server's lifetime; the HTTP routes (`app.py`) and `serve --check` both go
+through `Service.parse` and `Service.predict`, so the check runs what a request runs.
 """
 
 import asyncio
