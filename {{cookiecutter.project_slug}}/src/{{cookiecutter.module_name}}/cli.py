@@ -294,7 +294,7 @@ def monitor(
     Logs an MLflow run with the windows' metrics, figures and an HTML report. Exit
     status 0: no retraining needed; 3: retraining recommended; 1: an error.
     """
-    from .monitoring.monitor import MIN_ROWS, RETRAIN_EXIT_STATUS
+    from .monitoring.monitor import RETRAIN_EXIT_STATUS
     from .monitoring.monitor import monitor as run_monitor
 
     overrides = {"monitoring": {"window": window}} if window else {}
@@ -304,10 +304,7 @@ def monitor(
     click.echo(f"{'window':<28}{'rows':>7}{'outcomes':>9}{result.metric:>9}  flagged because")
     for item in result.windows:
         metric = "" if item.metric is None else f"{item.metric:.3f}"
-        reasons = "; ".join(item.reasons) or ("no rows" if not item.rows else "")
-        if 0 < item.rows < MIN_ROWS:
-            reasons = f"too few rows to judge (< {MIN_ROWS})"
-        click.echo(f"{item.label:<28}{item.rows:>7}{item.outcomes:>9}{metric:>9}  {reasons}")
+        click.echo(f"{item.label:<28}{item.rows:>7}{item.outcomes:>9}{metric:>9}  {item.summary()}")
     click.echo(f"MLflow run {result.run_id} ({result.model} version {result.version}).")
     click.echo(result.verdict)
     if result.retrain:

@@ -9,13 +9,13 @@ PSI (population stability index) of a column: sum over its bins of
 training rows. Rules of thumb: below 0.1 little change, above 0.25 a large one.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .profile import Profile
+from .profile import Profile, bin_counts
 
 # A bin with no rows gets this share instead, so that ln(a / e) stays finite.
 EMPTY_SHARE = 1e-4
@@ -59,7 +59,7 @@ def count_column(values: Any, bins: dict[str, Any]) -> ColumnCounts:
         missing = np.isnan(numbers)
         present = numbers[~missing]
         edges = np.asarray(bins["edges"], dtype=float)
-        counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
+        counts = bin_counts(edges, present)
         unseen = 0
         if bins["min"] is not None:
             unseen = int(((present < bins["min"]) | (present > bins["max"])).sum())
@@ -89,13 +89,11 @@ class Counts:
         for name, counts in other.features.items():
             if name in self.features:
                 self.features[name].add(counts)
-            else:
-                self.features[name] = ColumnCounts(counts.bins.copy(), counts.unseen)
+            else:  # a copy of its own (`add` never changes an array in place)
+                self.features[name] = replace(counts)
         if other.prediction is not None:
             if self.prediction is None:
-                self.prediction = ColumnCounts(
-                    other.prediction.bins.copy(), other.prediction.unseen
-                )
+                self.prediction = replace(other.prediction)
             else:
                 self.prediction.add(other.prediction)
 

@@ -57,7 +57,8 @@ class WindowWriter:
         self.slot_s = settings.window_s / SLOTS
         self.path = settings.directory / f"window-{os.getpid()}.json"
         self.slots: dict[int, Counts] = {}
-        self.extra: dict[str, int] = {}
+        # The inference log's files removed so far (`InferenceLog.dropped`), shown beside.
+        self.dropped_log_files = 0
         self.columns = list(self.profile["features"])
         self.pending: dict[str, list[Any]] = {name: [] for name in [*self.columns, PREDICTION]}
         self.pending_rows = 0
@@ -98,7 +99,7 @@ class WindowWriter:
         data = {
             "slot_s": self.slot_s,
             "slots": {str(slot): counts.to_json() for slot, counts in self.slots.items()},
-            **self.extra,
+            "inference_log_dropped_files": self.dropped_log_files,
         }
         partial = self.path.with_suffix(".tmp")
         partial.write_text(json.dumps(data))
@@ -106,22 +107,21 @@ class WindowWriter:
         self.flushed_at = time.monotonic()
 
 
-def read_window(directory: Path, window_s: float) -> tuple[Counts, dict[str, int]]:
-    """Sum the slots of the last window over every process' file; and their extra counters."""
+def read_window(directory: Path, window_s: float) -> tuple[Counts, int]:
+    """Sum the slots of the last window over every process' file; and their dropped log files."""
     slot_s = window_s / SLOTS
     current = int(time.time() // slot_s)
-    total, extra = Counts(), dict[str, int]()
+    total, dropped = Counts(), 0
     for path in directory.glob("window-*.json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):  # removed meanwhile: it is read next time
             continue
-        recent = {int(s): c for s, c in data["slots"].items() if int(s) > current - SLOTS}
-        for counts in recent.values():
-            total.add(Counts.from_json(counts))
-        for key in ("inference_log_dropped_files",):
-            extra[key] = extra.get(key, 0) + int(data.get(key, 0))
-    return total, extra
+        for slot, counts in data["slots"].items():
+            if int(slot) > current - SLOTS:
+                total.add(Counts.from_json(counts))
+        dropped += int(data.get("inference_log_dropped_files", 0))
+    return total, dropped
 
 
 class LiveDrift(Collector):
@@ -134,7 +134,7 @@ class LiveDrift(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Read the window and yield its gauges."""
-        counts, extra = read_window(self.directory, self.window_s)
+        counts, dropped = read_window(self.directory, self.window_s)
         window = f"the last {self.window_s:g} s"
         yield gauge(
             "monitoring_window_rows",
@@ -146,7 +146,7 @@ class LiveDrift(Collector):
             "inference_log_dropped_files",
             "Inference log files removed to keep the log within INFERENCE_LOG_MAX_MB.",
             [],
-            [((), extra.get("inference_log_dropped_files", 0))],
+            [((), dropped)],
         )
         features, prediction = drift(counts, self.profile)
         kinds = {name: bins["kind"] for name, bins in self.profile["features"].items()}

@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 # The exit status of `monitor` when retraining is recommended (1 is an error, 2 a
 # usage error): a scheduler can start `make train` on it.
 RETRAIN_EXIT_STATUS = 3
-# Fewer rows (or outcomes) than this in a window are too few to judge: such a
-# window is shown, but neither its drift nor its metric can flag it. (Sampling
-# alone gives n rows a PSI of about (bins - 1) / n: 0.09 for 100 rows on 10 bins.)
+# A window's drift can flag it from this many rows (sampling alone gives n rows a
+# PSI of about (bins - 1) / n: 0.09 for 100 rows on 10 bins), its metric from this
+# many outcomes; a smaller window is shown all the same.
 MIN_ROWS = 100
 MIN_OUTCOMES = 20
 # A request's id alone names its first row.
@@ -66,6 +66,16 @@ class Window:
     def flagged(self) -> bool:
         """Whether any threshold is crossed."""
         return bool(self.reasons)
+
+    def summary(self) -> str:
+        """Why the window is flagged, or why it could not be judged, in a few words."""
+        if self.reasons:
+            return "; ".join(self.reasons)
+        if not self.rows:
+            return "no rows"
+        if self.rows < MIN_ROWS:
+            return f"too few rows to judge drift (< {MIN_ROWS})"
+        return ""
 
 
 @dataclass

@@ -45,6 +45,11 @@ def is_numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
+def bin_counts(edges: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """How many of the (present) numbers fall in each bin: the first whose edge is >= x."""
+    return np.bincount(np.searchsorted(edges, numbers, side="left"), minlength=len(edges) + 1)
+
+
 def numeric_bins(values: pd.Series) -> dict[str, Any]:
     """Quantile bins of a numeric column, its range and the share of every bin."""
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
@@ -52,7 +57,7 @@ def numeric_bins(values: pd.Series) -> dict[str, Any]:
     bins = max(2, min(NUMERIC_BINS, len(present) // ROWS_PER_BIN))
     quantiles = np.linspace(0, 1, bins + 1)[1:-1]
     edges = np.unique(np.quantile(present, quantiles)) if len(present) else np.array([])
-    counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
+    counts = bin_counts(edges, present)
     return {
         "kind": "numeric",
         "edges": edges.tolist(),

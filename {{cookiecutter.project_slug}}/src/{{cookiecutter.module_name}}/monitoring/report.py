@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..config import MonitoringConfig
-from .monitor import MIN_ROWS, Result, Window
+from .monitor import Result, Window
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
@@ -103,9 +103,7 @@ def row(window: Window, metric: str) -> str:
         "" if worst is None else f"{worst[0]:.3f} ({html.escape(worst[1])})",
         "" if window.prediction_psi is None else f"{window.prediction_psi:.3f}",
     ]
-    reasons = "; ".join(map(html.escape, window.reasons)) or ("no rows" if not window.rows else "")
-    if 0 < window.rows < MIN_ROWS:
-        reasons = f"too few rows to judge (&lt; {MIN_ROWS})"
+    reasons = html.escape(window.summary())
     css = ' class="flagged"' if window.flagged else ""
     return (
         f"<tr{css}>"

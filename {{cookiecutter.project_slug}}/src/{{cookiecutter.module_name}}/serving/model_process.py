@@ -118,7 +118,7 @@ class Scorer:
                     ids = [f"{key}-{n}" for key, rows in jobs for n in range(len(rows))]
                     self.log.write(ids, frame, predictions)
                     if self.window:
-                        self.window.extra["inference_log_dropped_files"] = self.log.dropped
+                        self.window.dropped_log_files = self.log.dropped
             except Exception:  # the predictions are right: only their monitoring is lost
                 log.exception("Monitoring a batch failed.")
         return predictions
