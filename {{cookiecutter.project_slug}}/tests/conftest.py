@@ -37,6 +37,11 @@ def make_frame(task: str, rows: int = 200, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+def records(rows: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows as JSON objects; JSON has no NaN, so a missing value travels as null."""
+    return rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
+
+
 @pytest.fixture(scope="session")
 def task() -> str:
     return load_config().task

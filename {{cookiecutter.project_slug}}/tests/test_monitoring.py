@@ -9,7 +9,7 @@ import mlflow.artifacts
 import pandas as pd
 import pytest
 from click.testing import CliRunner, Result
-from conftest import TARGET, make_frame
+from conftest import TARGET, make_frame, records
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 
@@ -32,10 +32,6 @@ PSI_THRESHOLD = 0.2
 
 def profile_of(uri: str) -> dict[str, object]:
     return read_profile(Path(mlflow.artifacts.download_artifacts(f"{uri}/{PROFILE_PATH}")))
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, object]]:
-    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
 def test_the_profile_travels_inside_the_registered_model(

@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 import schemathesis
-from conftest import TARGET
+from conftest import TARGET, records
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,11 +50,6 @@ def expected(trained: TrainResult, rows: pd.DataFrame) -> list[object]:
 
 
 JSON = {"content-type": "application/json"}
-
-
-def records(rows: pd.DataFrame) -> list[dict[str, object]]:
-    # JSON has no NaN: a missing value travels as null.
-    return rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
 def test_health_and_version(client: TestClient, trained: TrainResult) -> None:

@@ -67,8 +67,7 @@ METRICS = {
 SAMPLE_PATH = PROJECT_ROOT / "data" / "sample.csv"
 # Metrics `monitor` can compute from predicted labels or values alone, by task.
 LABEL_METRICS = {
-    "classification": ("accuracy", "f1", "precision", "recall"),
-    "regression": ("rmse", "mae", "r2"),
+    task: tuple(name for name in names if name != "roc_auc") for task, names in METRICS.items()
 }
 
 

@@ -25,10 +25,11 @@ GREATER_IS_BETTER = {
 
 @dataclass
 class Evaluation:
-    """Metrics by name, and figures by artifact file name."""
+    """Metrics by name, figures by artifact file name, and the predictions scored."""
 
     metrics: dict[str, float]
     figures: dict[str, Figure] = field(default_factory=dict)
+    predicted: Any = None
 
 
 def is_better(metric: str, task: Task, candidate: float, reference: float, margin: float) -> bool:
@@ -54,11 +55,16 @@ def evaluate(
     """Score a fitted model; with `plots`, draw the task's figures too."""
     predicted = model.predict(x)
     if task == "regression":
-        return _regression(np.asarray(y, dtype=float), np.asarray(predicted, dtype=float), plots)
-    probabilities = model.predict_proba(x) if hasattr(model, "predict_proba") else None
-    return _classification(
-        np.asarray(y), np.asarray(predicted), probabilities, list(model.classes_), plots
-    )
+        evaluation = _regression(
+            np.asarray(y, dtype=float), np.asarray(predicted, dtype=float), plots
+        )
+    else:
+        probabilities = model.predict_proba(x) if hasattr(model, "predict_proba") else None
+        evaluation = _classification(
+            np.asarray(y), np.asarray(predicted), probabilities, list(model.classes_), plots
+        )
+    evaluation.predicted = predicted
+    return evaluation
 
 
 def _classification(

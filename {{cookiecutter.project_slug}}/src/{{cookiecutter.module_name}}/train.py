@@ -76,7 +76,7 @@ def train(config: Config) -> TrainResult:
 
         profile = build_profile(
             parts.x_train,
-            model.predict(parts.x_test),
+            evaluation.predicted,
             evaluation.metrics,
             config.task,
             list(getattr(model, "classes_", [])) or None,
