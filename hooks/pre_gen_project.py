@@ -20,7 +20,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # of them would shadow it. The project tier checks that every import name of the
 # project's direct dependencies is here.
 DEPENDENCY_MODULES = {
-    "click", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
+    "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
     "mpl_toolkits", "mypy", "mypyc", "numpy", "pandas", "pre_commit", "prometheus_client",
     "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust",
     "ruff", "schemathesis", "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",

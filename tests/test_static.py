@@ -20,6 +20,9 @@ COMBINATIONS = [dict(zip(CHOICES, values, strict=True)) for values in itertools.
 
 BASE_FILES = {
     ".dockerignore",
+    ".dvc/.gitignore",
+    ".dvc/config",
+    ".dvcignore",
     ".editorconfig",
     ".env.example",
     ".gitattributes",
@@ -56,6 +59,7 @@ BASE_FILES = {
     "src/{module}/predict.py",
     "src/{module}/py.typed",
     "src/{module}/registry.py",
+    "src/{module}/reproduce.py",
     "src/{module}/monitoring/__init__.py",
     "src/{module}/monitoring/drift.py",
     "src/{module}/monitoring/inference_log.py",
@@ -75,11 +79,13 @@ BASE_FILES = {
     "src/{module}/serving/service.py",
     "src/{module}/tracking.py",
     "src/{module}/train.py",
+    "src/{module}/versioning.py",
     "tests/conftest.py",
     "tests/test_cli.py",
     "tests/test_data.py",
     "tests/test_pipeline.py",
     "tests/test_promotion.py",
+    "tests/test_reproduce.py",
     "tests/test_batching.py",
     "tests/mlflow_scoring_cases.py",
     "tests/test_mlflow_protocol.py",
@@ -87,6 +93,7 @@ BASE_FILES = {
     "tests/test_server.py",
     "tests/test_serving.py",
     "tests/test_training.py",
+    "tests/test_versioning.py",
 }
 FILES_BY_CI = {
     "github": {".github/workflows/ci.yml", ".github/workflows/release.yml"},

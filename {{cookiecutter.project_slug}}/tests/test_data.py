@@ -7,8 +7,8 @@ from conftest import TARGET
 from {{ cookiecutter.module_name }}.config import Config, DataConfig
 from {{ cookiecutter.module_name }}.data import (
     DataError,
+    fingerprint,
     load,
-    sha256,
     split,
     write_sample,
 )
@@ -42,12 +42,14 @@ def test_missing_file_says_how_to_get_data(tmp_path: Path) -> None:
 def test_fingerprint_follows_the_bytes(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_text("x,y\n1,2\n")
-    first = sha256(path)
+    first = fingerprint(path)
     path.write_text("x,y\n1,3\n")
 
-    # The digest of the file's bytes, as `sha256sum` prints it.
-    assert first == "81bf9fa83c6f7f151bd491a98cd7d933de3965289e3ebd77c6c425f7eaa16392"
-    assert sha256(path) != first
+    # The digests of the file's bytes, as `sha256sum` and `md5sum` (and DVC 3) print them.
+    assert first.sha256 == "81bf9fa83c6f7f151bd491a98cd7d933de3965289e3ebd77c6c425f7eaa16392"
+    assert first.md5 == "344fd2323dd33d5c058b7cf27de029e8"
+    assert fingerprint(path).sha256 != first.sha256
+    assert fingerprint(path).md5 != first.md5
 
 
 def test_split_holds_out_the_configured_share(config: Config) -> None:

@@ -1,13 +1,15 @@
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import pytest
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
 from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
-from {{ cookiecutter.module_name }}.data import sha256
+from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
+from {{ cookiecutter.module_name }}.reproduce import CONFIG_ARTIFACT
 from {{ cookiecutter.module_name }}.train import TrainResult, train
 
 
@@ -19,11 +21,32 @@ def test_training_logs_a_complete_run(trained: TrainResult, config: Config) -> N
     assert run.data.metrics["rows_dropped"] == 3
     assert run.data.params["estimator.name"] == config.estimator.name
     assert run.data.params["data.target"] == config.data.target
-    assert run.data.tags["data_sha256"] == sha256(config.data.path)
+    digests = fingerprint(config.data.path)
+    assert run.data.tags["data_sha256"] == digests.sha256
     assert run.data.tags["template_version"] == TEMPLATE_VERSION
-    assert {"git_commit", "git_dirty"} <= set(run.data.tags)
+    assert {"git_commit", "git_dirty", "dvc_remote"} <= set(run.data.tags)
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == config.data.path.name
+    # The digest of the whole file, not of its first rows as MLflow's own.
+    assert dataset_input.dataset.digest == digests.md5
+
+
+def test_training_logs_a_configuration_that_reads_back(
+    trained: TrainResult, config: Config
+) -> None:
+    record = mlflow.artifacts.load_dict(f"runs:/{trained.run_id}/{CONFIG_ARTIFACT}")
+
+    assert Config(**record).model_dump() == config.model_dump()
+
+
+def test_a_run_on_data_dvc_does_not_track_is_tagged_not_reproducible(
+    trained: TrainResult,
+) -> None:
+    tags = MlflowClient().get_run(trained.run_id).data.tags
+
+    assert tags["reproducible"] == "false"
+    assert "data_dvc_md5" not in tags
+    assert tags["not_reproducible_because"]
 
 
 def test_training_logs_plots(trained: TrainResult, config: Config) -> None:

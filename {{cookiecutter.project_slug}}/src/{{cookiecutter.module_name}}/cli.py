@@ -120,6 +120,29 @@ def data(config_path: Path, force: bool) -> None:
     click.echo(f"Wrote {path}")
 
 
+@main.command("data-version")
+@config_option
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path, resolve_path=True),
+    help="Data file to version. [default: from the config]",
+)
+def data_version(config_path: Path, data: Path | None) -> None:
+    """Record the data's current version with DVC and push it to the remote ($DVC_REMOTE).
+
+    Stages the hash file (`<data>.dvc`) in git: commit it with the code, then train.
+    """
+    from .versioning import record_data_version, remote_url
+
+    config = read_config(config_path, data, None)
+    with user_errors():
+        version = record_data_version(config.data.path)
+    click.echo(
+        f"{version.path} is DVC version {version.dvc_md5}, pushed to {remote_url()}; "
+        f"`git commit` {version.path}.dvc to pin it."
+    )
+
+
 @main.command()
 @data_options
 def train(config_path: Path, data: Path | None, target: str | None) -> None:
@@ -157,6 +180,40 @@ def evaluate(
         parts = split(dataset, config.data, config.task)
         metrics = score(model, parts.x_test, parts.y_test, config.task, plots=False).metrics
     click.echo(json.dumps({"model_uri": uri, **metrics}, indent=2))
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.0,
+    help="Largest difference of a metric or a predicted value still counted the same.",
+)
+def reproduce(model: str, tolerance: float) -> None:
+    """Rebuild MODEL (a version, an alias or a run id) from its commit and data; compare.
+
+    Registers nothing and leaves the work tree as it is; tags the run with the verdict.
+    Exit status 0: reproduced; 1: not reproduced, or it cannot be.
+    """
+    from .reproduce import reproduce as run_reproduction
+
+    with user_errors():
+        result = run_reproduction(model, tolerance)
+    click.echo(result.summary())
+    if not result.reproduced:
+        raise SystemExit(1)
+
+
+@main.command(hidden=True)
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def rebuild(record: Path, out: Path) -> None:
+    """Retrain with a run's configuration: what `reproduce` runs in its scratch checkout."""
+    from .reproduce import rebuild as run_rebuild
+
+    with user_errors():
+        run_rebuild(record, out)
 
 
 @main.command()

@@ -56,6 +56,8 @@ class PromotionConfig(Section):
 
     metric: str
     margin: float = Field(default=0.0, ge=0)
+    # What the gate does with a run that could not be rebuilt (see `versioning.py`).
+    unreproducible: Literal["warn", "refuse"] = "warn"
 
 
 # The metrics each training run logs, by task (`evaluation.py` computes them).

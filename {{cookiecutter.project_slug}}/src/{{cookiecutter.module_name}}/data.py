@@ -19,13 +19,21 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """Digests of a file's bytes: SHA-256, and MD5 (what DVC 3 names a file's version by)."""
+
+    sha256: str
+    md5: str
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A loaded CSV: features, target, and what identifies it."""
 
     features: pd.DataFrame
     target: pd.Series
     path: Path
-    sha256: str
+    fingerprint: Fingerprint
     dropped_rows: int
 
 
@@ -39,13 +47,14 @@ class Split:
     y_test: pd.Series
 
 
-def sha256(path: Path) -> str:
-    """Return the SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+def fingerprint(path: Path) -> Fingerprint:
+    """Hash a file's bytes once, in chunks, with both digests."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     with path.open("rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha256.update(chunk)
+            md5.update(chunk)
+    return Fingerprint(sha256.hexdigest(), md5.hexdigest())
 
 
 def load(config: DataConfig) -> Dataset:
@@ -77,7 +86,7 @@ def load(config: DataConfig) -> Dataset:
     # (NaN) without breaking the model's signature.
     integers = features.select_dtypes("integer").columns
     features[integers] = features[integers].astype("float64")
-    return Dataset(features, frame[config.target], config.path, sha256(config.path), dropped)
+    return Dataset(features, frame[config.target], config.path, fingerprint(config.path), dropped)
 
 
 def split(dataset: Dataset, config: DataConfig, task: Task) -> Split:

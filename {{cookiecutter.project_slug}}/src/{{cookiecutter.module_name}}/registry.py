@@ -61,8 +61,34 @@ def gate(
     x_test: pd.DataFrame,
     y_test: pd.Series,
     config: Config,
+    not_reproducible: str | None = None,
 ) -> Decision:
-    """Compare a candidate with the champion on the same evaluation data."""
+    """Compare a candidate with the champion on the same evaluation data.
+
+    A candidate whose run could not be rebuilt (`not_reproducible` says why) is kept
+    back with `promotion.unreproducible = "refuse"`, and flagged with "warn".
+    """
+    if not_reproducible and config.promotion.unreproducible == "refuse":
+        return Decision(
+            False,
+            f"its run cannot be reproduced ({not_reproducible}) and promotion.unreproducible "
+            "is 'refuse': fix that and train again, or `make promote VERSION=<n>`",
+        )
+    decision = _compare(client, candidate_metrics, x_test, y_test, config)
+    if not_reproducible:
+        return Decision(
+            decision.promote, f"{decision.reason} (not reproducible: {not_reproducible})"
+        )
+    return decision
+
+
+def _compare(
+    client: MlflowClient,
+    candidate_metrics: dict[str, float],
+    x_test: pd.DataFrame,
+    y_test: pd.Series,
+    config: Config,
+) -> Decision:
     metric, margin = config.promotion.metric, config.promotion.margin
     champion = version_by_alias(client, CHAMPION)
     if champion is None:

@@ -1,6 +1,5 @@
 """Tracking: where MLflow stores runs, what each run is tagged with, how the model is logged."""
 
-import subprocess
 import tempfile
 import warnings
 from importlib.metadata import version
@@ -19,6 +18,7 @@ from mlflow.models.model import ModelInfo
 from . import TEMPLATE_VERSION
 from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
 from .monitoring.profile import Profile, write_profile
+from .versioning import CodeVersion, DataVersion, remote_url, reproducibility
 
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
@@ -40,30 +40,18 @@ def setup() -> MlflowClient:
     return client
 
 
-def git_state() -> tuple[str, bool]:
-    """Return the project's git commit and whether the work tree has uncommitted changes."""
-    try:
-        commit = _git("rev-parse", "HEAD")
-        dirty = bool(_git("status", "--porcelain"))
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-    return commit, dirty
-
-
-def _git(*args: str) -> str:
-    result = subprocess.run(
-        ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
-    )
-    return result.stdout.strip()
-
-
-def run_tags(data_sha256: str) -> dict[str, str]:
-    """Tags that tie a run to its code, its data and its template."""
-    commit, dirty = git_state()
+def run_tags(code: CodeVersion, data: DataVersion) -> dict[str, str]:
+    """Tags that tie a run to its code, its data and its template, and say if it can be rebuilt."""
+    problem = reproducibility(code, data)
     return {
-        "git_commit": commit,
-        "git_dirty": str(dirty).lower(),
-        "data_sha256": data_sha256,
+        "git_commit": code.commit,
+        "git_dirty": str(code.dirty).lower(),
+        "data_path": data.path,
+        "data_sha256": data.fingerprint.sha256,
+        **({"data_dvc_md5": data.dvc_md5} if data.dvc_md5 else {}),
+        "dvc_remote": remote_url(),
+        "reproducible": str(problem is None).lower(),
+        **({"not_reproducible_because": problem} if problem else {}),
         "template_version": TEMPLATE_VERSION,
     }
 
@@ -103,10 +91,15 @@ def _log_model(model: Any, x_sample: pd.DataFrame, profile_file: Path) -> ModelI
     return info
 
 
-def log_dataset(frame: pd.DataFrame, path: Path, target: str) -> None:
-    """Log the training data as the run's input: its source, schema, size and digest."""
+def log_dataset(frame: pd.DataFrame, path: Path, target: str, digest: str) -> None:
+    """Log the training data as the run's input: its source, schema, size and digest.
+
+    The digest is the whole file's (MLflow's own hashes only its first rows).
+    """
     with warnings.catch_warnings():
         # MLflow registers its local-file source twice and warns that the two are ambiguous.
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
-        dataset = from_pandas(frame, source=path.as_uri(), targets=target, name=path.name)
+        dataset = from_pandas(
+            frame, source=path.as_uri(), targets=target, name=path.name, digest=digest
+        )
     mlflow.log_input(dataset, context="training")

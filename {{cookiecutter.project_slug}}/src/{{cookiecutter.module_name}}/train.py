@@ -6,11 +6,12 @@ from typing import Any
 
 import mlflow
 
-from . import data, registry, tracking
+from . import data, registry, tracking, versioning
 from .config import Config
 from .evaluation import evaluate
 from .monitoring.profile import build_profile
 from .pipeline import build_pipeline, estimator_params
+from .reproduce import CONFIG_ARTIFACT, config_record
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +51,22 @@ def train(config: Config) -> TrainResult:
     dataset = data.load(config.data)
     parts = data.split(dataset, config.data, config.task)
     model = build_pipeline(config.estimator, config.task)
+    code = versioning.code_version()
+    data_version = versioning.data_version(dataset.path, dataset.fingerprint)
+    not_reproducible = versioning.reproducibility(code, data_version)
+    if not_reproducible:
+        log.warning("This run cannot be reproduced: %s.", not_reproducible)
     client = tracking.setup()
 
     with mlflow.start_run() as run:
-        mlflow.set_tags(tracking.run_tags(dataset.sha256))
+        mlflow.set_tags(tracking.run_tags(code, data_version))
         mlflow.log_params(flat_params(config, estimator_params(model)))
+        mlflow.log_dict(config_record(config), CONFIG_ARTIFACT)
         tracking.log_dataset(
             dataset.features.assign(**{config.data.target: dataset.target}),
             dataset.path,
             config.data.target,
+            dataset.fingerprint.md5,
         )
         mlflow.log_metrics(
             {
@@ -83,7 +91,9 @@ def train(config: Config) -> TrainResult:
         )
         model_info = tracking.log_model(model, parts.x_train, profile)
         version = registry.register(client, model_info.model_uri)
-        decision = registry.gate(client, evaluation.metrics, parts.x_test, parts.y_test, config)
+        decision = registry.gate(
+            client, evaluation.metrics, parts.x_test, parts.y_test, config, not_reproducible
+        )
         if decision.promote:
             registry.promote(client, str(version.version))
         client.set_model_version_tag(
