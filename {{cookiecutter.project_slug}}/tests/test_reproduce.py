@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }}.config import PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
+from {{ cookiecutter.module_name }} import config
+from {{ cookiecutter.module_name }}.config import PROJECT_ROOT, PROJECT_SLUG
 from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.reproduce import ReproduceError, reproduce
 
@@ -206,7 +207,7 @@ def in_store(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", project.env["MLFLOW_TRACKING_URI"])
     yield
     monkeypatch.undo()
-    use_tracking_store()
+    config.use_tracking_store()
 
 
 @pytest.mark.usefixtures("in_store")
