@@ -195,13 +195,18 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
 
     output = run(["make", "bench", "BENCH_SECONDS=2"], project)
 
-    servers = ["this project", "  monitoring off", "mlflow models serve", "echo (HTTP floor)"]
+    servers = [
+        "this project", "  monitoring off", "  fast path off", "mlflow models serve", "echo (HTTP floor)",
+    ]  # fmt: skip
     row = re.compile(rf"^({'|'.join(map(re.escape, servers))}) +(\d+) +([\d.]+) ", re.MULTILINE)
     rates = {(name, connections): float(rate) for name, connections, rate in row.findall(output)}
     assert set(rates) == {(name, connections) for name in servers for connections in ("1", "16")}
     assert all(rate > 0 for rate in rates.values())
     assert "x the throughput of mlflow models serve" in output
     assert "monitoring on keeps" in output
+    assert "x the throughput of scikit-learn's predict" in output
+    in_process = re.compile(r"^(MLflow pyfunc predict|scikit-learn predict|fast path) +[\d.]+/[\d.]+ ", re.MULTILINE)
+    assert set(in_process.findall(output)) == {"MLflow pyfunc predict", "scikit-learn predict", "fast path"}
 
 
 def test_a_worse_model_stays_challenger(project: Path) -> None:

@@ -3,10 +3,12 @@
 Both serve `models:/<slug>@champion` on loopback, and wrk (a low-overhead load
 generator: `apt-get install wrk`, `brew install wrk`) sends each the same
 single-row request at 1 and at 16 connections; this project's server runs once more
-with monitoring off (MONITORING=false), to show what live drift costs. A bare ASGI
+with monitoring off (MONITORING=false), to show what live drift costs, and once with
+scikit-learn's own predict instead of the fast path (FAST_PREDICT=false). A bare ASGI
 app that only echoes the body, under the same uvicorn, shows the HTTP floor of the
-machine. The in-process `predict` of the same row is the model's own cost. The
-table gives requests per second, median and 99th-percentile latency, and the ratios.
+machine. The table gives requests per second, median and 99th-percentile latency, and
+the ratios; a second table the in-process predict of 1 and 16 rows: MLflow's pyfunc,
+scikit-learn's own, and the fast path.
 
     make bench                      # 10 s per run
     make bench BENCH_SECONDS=30     # steadier figures
@@ -22,9 +24,10 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -37,6 +40,7 @@ from {{ cookiecutter.module_name }}.config import (
     tracking_uri,
     use_tracking_store,
 )
+from {{ cookiecutter.module_name }}.serving.model_process import load_model
 
 CONNECTIONS = (1, 16)
 MODEL_URI = registered_model_uri(alias="champion")
@@ -128,15 +132,26 @@ def load(port: int, connections: int, seconds: int, body: Path, script: Path) ->
     }
 
 
-def in_process_ms(row: pd.DataFrame) -> float:
-    """Median time of the model's own pyfunc predict for the row, in milliseconds."""
-    model = mlflow.pyfunc.load_model(MODEL_URI)
+def in_process_ms(predict: Callable[[pd.DataFrame], Any], rows: pd.DataFrame) -> float:
+    """Median time of one predict call on `rows`, in milliseconds."""
     times = []
     for _ in range(200):
         started = time.perf_counter()
-        model.predict(row)
+        predict(rows)
         times.append(time.perf_counter() - started)
     return statistics.median(times[20:]) * 1000
+
+
+def in_process(frame: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """The three ways to predict in process, on 1 and 16 rows: median milliseconds."""
+    model = mlflow.pyfunc.load_model(MODEL_URI)
+    fast, _ = load_model(MODEL_URI)
+    ways = {"MLflow pyfunc predict": model.predict, "fast path": fast}
+    if model.loader_module == "mlflow.sklearn":
+        ways["scikit-learn predict"] = model.get_raw_model().predict
+    return {
+        name: {n: in_process_ms(way, frame.head(n)) for n in (1, 16)} for name, way in ways.items()
+    }
 
 
 def main() -> None:
@@ -148,8 +163,9 @@ def main() -> None:
         raise SystemExit("wrk is not installed: `apt-get install wrk` or `brew install wrk`.")
     use_tracking_store()
     config = load_config()
-    frame = pd.read_csv(config.data.path).drop(columns=config.data.target).head(1)
-    row = frame.astype(dict.fromkeys(frame.select_dtypes("integer").columns, "float64"))
+    frame = pd.read_csv(config.data.path).drop(columns=config.data.target).head(16)
+    frame = frame.astype(dict.fromkeys(frame.select_dtypes("integer").columns, "float64"))
+    row = frame.head(1)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     body, script = work / "body.json", work / "request.lua"
     body.write_text(json.dumps({"dataframe_split": row.to_dict(orient="split", index=False)}))
@@ -161,6 +177,7 @@ def main() -> None:
         # The console scripts of the project's environment (`uv run` puts them on PATH).
         "this project": ours,
         "  monitoring off": ours,
+        "  fast path off": ours,
         "mlflow models serve": [
             "mlflow",
             "models",
@@ -175,7 +192,7 @@ def main() -> None:
         "echo (HTTP floor)": ["uvicorn", "--app-dir", str(Path(__file__).parent)],
     }
     # The model's own time, before and after the servers: this machine may drift meanwhile.
-    predict_before = in_process_ms(row)
+    before = in_process(frame)
     results: dict[str, dict[int, dict[str, float]]] = {}
     for name, command in servers.items():
         port = free_port()
@@ -184,12 +201,14 @@ def main() -> None:
         else:
             command = [*command, "--port", str(port)]
         print(f"{name}: {seconds} s at each of {CONNECTIONS} connections...", flush=True)
-        env = {"MONITORING": "false"} if name == "  monitoring off" else {}
+        env = {
+            "  monitoring off": {"MONITORING": "false"},
+            "  fast path off": {"FAST_PREDICT": "false"},
+        }.get(name, {})
         with running(command, port, work / f"{port}.log", env):
             results[name] = {c: load(port, c, seconds, body, script) for c in CONNECTIONS}
 
-    predict_after = in_process_ms(row)
-    predict_ms = (predict_before + predict_after) / 2
+    after = in_process(frame)
     print()
     print(f"{'server':<22}{'conns':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, by_connections in results.items():
@@ -198,19 +217,28 @@ def main() -> None:
                 f"{name:<22}{connections:>6}{figures['rps']:>10.1f}"
                 f"{figures['p50']:>10.2f}{figures['p99']:>10.2f}"
             )
-    ours, unmonitored, theirs, floor = results.values()
+    ours, unmonitored, slow, theirs, floor = results.values()
     busy = max(CONNECTIONS)
     print()
-    print(
-        f"in-process pyfunc predict of the row: {predict_ms:.2f} ms "
-        f"({predict_before:.2f} before the servers, {predict_after:.2f} after)"
-    )
+    print(f"{'in process (ms, before/after the servers)':<44}{'1 row':>14}{'16 rows':>14}")
+    for name in before:
+        cells = "".join(f"{f'{before[name][n]:.2f}/{after[name][n]:.2f}':>14}" for n in (1, 16))
+        print(f"{name:<44}{cells}")
+    predict_ms = (before["fast path"][1] + after["fast path"][1]) / 2
+    print()
     print(
         f"at {busy} connections: {ours[busy]['rps'] / theirs[busy]['rps']:.1f}x the throughput "
         f"of mlflow models serve, {ours[busy]['p99'] / theirs[busy]['p99']:.2f}x its p99, "
         f"{ours[busy]['rps'] / floor[busy]['rps']:.3f}x the echo floor's throughput"
     )
-    print(f"at 1 connection: p50 {ours[1]['p50'] / predict_ms:.2f}x the in-process predict time")
+    print(
+        f"at 1 connection: p50 {ours[1]['p50'] / predict_ms:.2f}x the in-process fast path's time"
+    )
+    print(
+        f"the fast path: {ours[busy]['rps'] / slow[busy]['rps']:.2f}x the throughput of "
+        f"scikit-learn's predict at {busy} connections, {ours[1]['p50'] / slow[1]['p50']:.2f}x "
+        f"its p50 at 1, {ours[busy]['p99'] / slow[busy]['p99']:.2f}x its p99 at {busy}"
+    )
     print(
         f"monitoring on keeps {ours[busy]['rps'] / unmonitored[busy]['rps']:.2f}x of the "
         f"throughput without it at {busy} connections "

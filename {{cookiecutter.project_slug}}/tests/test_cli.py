@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -165,6 +166,21 @@ def test_an_unknown_model_is_a_one_line_error(
     assert result.exit_code == 1
     assert "no-such-model" in result.output
     assert "Traceback" not in result.output
+
+
+def test_predict_names_the_columns_a_csv_lacks_and_writes_nothing(
+    trained: object, csv_path: Path, tmp_path: Path
+) -> None:
+    partial = tmp_path / "partial.csv"
+    pd.read_csv(csv_path).drop(columns=["size", "colour"]).to_csv(partial, index=False)
+    output = tmp_path / "out.csv"
+
+    result = CliRunner().invoke(main, ["predict", "--input", str(partial), "--output", str(output)])
+
+    assert result.exit_code == 1
+    assert "lacks the model's input columns size, colour" in result.output
+    assert "Traceback" not in result.output
+    assert not output.exists()
 
 
 def test_an_unreachable_tracking_server_is_named(

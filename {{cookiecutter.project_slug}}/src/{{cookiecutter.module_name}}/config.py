@@ -215,6 +215,9 @@ class ServingConfig(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
     max_request_rows: int = Field(default=10_000, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    # Predict scikit-learn models without their per-call overhead (`fast_predict.py`),
+    # where that gives exactly their predictions; false: their own predict.
+    fast_predict: bool = True
     # Live drift on /metrics against the model's reference profile, over the last
     # DRIFT_WINDOW_S seconds (10 minutes) of traffic, in steps of a tenth of it.
     monitoring: bool = True

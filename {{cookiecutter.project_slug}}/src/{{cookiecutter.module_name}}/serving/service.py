@@ -50,7 +50,10 @@ class Service:
         # Reading the registry blocks: on a thread, so the event loop stays free.
         self.model = await asyncio.to_thread(describe_model, self.uri)
         settings = ModelSettings(
-            self.model.pinned_uri, await asyncio.to_thread(self.live_settings), self.log_settings()
+            self.model.pinned_uri,
+            await asyncio.to_thread(self.live_settings),
+            self.log_settings(),
+            self.settings.fast_predict,
         )
         self.predictor = Predictor(settings)
         await self.predictor.wait_ready()
