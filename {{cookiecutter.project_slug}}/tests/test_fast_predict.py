@@ -87,6 +87,31 @@ def test_the_fast_path_gives_the_same_labels_and_values(
         assert np.array_equal(predict(rows.head(size)), pipeline.predict(rows.head(size)))
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_numeric_columns_only_and_columns_out_of_order(task: Task) -> None:
+    frame = make_frame(task, rows=400).dropna(subset=[TARGET]).drop(columns="colour")
+    name, params = FORESTS[task][0]
+    pipeline = build_pipeline(EstimatorConfig(name=name, params=params), task)
+    pipeline.fit(frame.drop(columns=TARGET), frame[TARGET])
+    rows = sweep(task).drop(columns="colour")
+    predict = fast.fast_predict(pipeline, rows.head(5))
+    shuffled = rows[["count", "size", "weight"]]
+
+    assert np.array_equal(predict(rows), pipeline.predict(rows))
+    assert np.array_equal(predict(shuffled), pipeline.predict(shuffled))
+
+
+def test_a_missing_column_is_an_error_as_in_scikit_learn() -> None:
+    pipeline = fitted("classification", *FORESTS["classification"][0])
+    rows = sweep("classification").drop(columns="size")
+    predict = fast.fast_predict(pipeline, sweep("classification").head(5))
+
+    with pytest.raises(ValueError, match="columns are missing"):
+        pipeline.predict(rows)
+    with pytest.raises(ValueError, match="columns are missing"):
+        predict(rows)
+
+
 @pytest.mark.parametrize(("task", "name", "params"), CASES)
 def test_the_trees_give_the_same_bits_at_their_thresholds(
     task: Task, name: str, params: dict[str, Any]

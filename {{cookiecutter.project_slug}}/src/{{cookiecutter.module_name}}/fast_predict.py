@@ -4,8 +4,8 @@ Most of a small `predict` call of the default model is not the model: a forest r
 one joblib task per tree, and the ColumnTransformer checks its input and dispatches
 its columns in more tasks, costs paid whether the call has one row or hundreds. For
 the structures it knows, `fast_predict` calls the same fitted objects directly and in
-the same order: the ColumnTransformer's own fitted transformers on their own columns,
-then each tree's own `tree_.predict`, summed and averaged as the forest sums and
+the same order: the ColumnTransformer's own fitted transformers on the arrays of their
+own columns, then each tree's own `tree_.predict`, summed and averaged as the forest sums and
 averages them. The arithmetic is scikit-learn's, so the results are the same bits
 (the project's tests sweep thousands of rows for both tasks). Any other step or
 estimator keeps its own `transform` or `predict`, so any model you configure works.
@@ -19,6 +19,7 @@ small part of a request (see benchmarks/RESULTS.md).
 """
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -103,9 +104,22 @@ def fast_transform(step: Any) -> Transform | None:
     if not parts:
         return None
 
+    needed = {column for _, columns in parts for column in columns}
+
     def transform(frame: pd.DataFrame) -> Any:
-        # Columns by name, as ColumnTransformer selects them from a DataFrame it was fit on.
-        outputs = [transformer.transform(frame[columns]) for transformer, columns in parts]
+        if not needed <= set(frame.columns):
+            raise ValueError(
+                f"columns are missing: {sorted(map(str, needed - set(frame.columns)))}"
+            )
+        outputs = []
+        with warnings.catch_warnings():
+            # Each transformer gets the array of its columns, selected by name here: a
+            # DataFrame would cost more to check than the transform itself. Fitted on a
+            # DataFrame, the transformers would warn that an array has no column names.
+            warnings.filterwarnings("ignore", "X does not have valid feature names", UserWarning)
+            for transformer, columns in parts:
+                values = frame if list(frame.columns) == columns else frame.reindex(columns=columns)
+                outputs.append(transformer.transform(values.to_numpy()))
         if step.sparse_output_:
             return sparse.hstack(
                 [check_array(out, accept_sparse=True, ensure_all_finite=False) for out in outputs]
