@@ -5,6 +5,7 @@ import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from {{ cookiecutter.module_name }} import registry
 from {{ cookiecutter.module_name }}.config import MODEL_INFO_FILE, PROJECT_SLUG, Config
@@ -116,3 +117,67 @@ def test_a_champion_that_cannot_score_the_new_data_keeps_its_place(
     assert "cannot score this data" in result.reason
     assert "make promote VERSION=" in result.reason
     assert aliases(client)["champion"] == champion
+
+
+def versions(client: MlflowClient) -> set[str]:
+    return {str(v.version) for v in client.search_model_versions(f"name = '{PROJECT_SLUG}'")}
+
+
+def last_run_status(client: MlflowClient) -> str:
+    experiment = client.get_experiment_by_name(PROJECT_SLUG)
+    assert experiment is not None
+    [run] = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    return str(run.info.status)
+
+
+def server_gone(*args: object, **kwargs: object) -> None:
+    raise MlflowException("the tracking server went away")
+
+
+# Each step after the fit where a tracking server may go away, and the run's status then.
+STEPS = {
+    "gate": (registry, "gate", "FAILED"),
+    "registration": (mlflow, "register_model", "FINISHED"),
+    "tagging": (MlflowClient, "set_model_version_tag", "FINISHED"),
+    "challenger alias": (MlflowClient, "set_registered_model_alias", "FINISHED"),
+    "promotion": (registry, "promote", "FINISHED"),
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_failure_after_the_fit_leaves_no_usable_version(
+    step: str, trained: TrainResult, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a finished run has a version, and only one that went through the gate."""
+    client = MlflowClient()
+    before, aliases_before = versions(client), aliases(client)
+    target, name, status = STEPS[step]
+    if step == "promotion":  # promotion happens only to a model the gate lets through
+        monkeypatch.setattr(registry, "gate", lambda *a, **k: registry.Decision(True, "better"))
+    monkeypatch.setattr(target, name, server_gone)
+
+    with pytest.raises(MlflowException, match="went away"):
+        train(config)
+
+    monkeypatch.undo()
+    assert last_run_status(client) == status
+    assert versions(client) == before
+    assert aliases(client) == aliases_before
+
+
+def test_a_version_that_cannot_be_undone_says_how_to_delete_it(
+    trained: TrainResult, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = MlflowClient()
+    before = versions(client)
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", server_gone)
+    monkeypatch.setattr(MlflowClient, "delete_model_version", server_gone)
+
+    with pytest.raises(registry.RegistryError, match="could not be undone: delete it by hand"):
+        train(config)
+
+    monkeypatch.undo()
+    [left] = versions(client) - before
+    client.delete_model_version(PROJECT_SLUG, left)

@@ -1,6 +1,7 @@
 """Registry: register each model, promote it to @champion only if it is better, roll back.
 
-Promotion and rollback move aliases; no version is ever deleted.
+Promotion and rollback move aliases; no version is ever deleted, but for one whose
+registration failed half-way (`register`).
 https://mlflow.org/docs/latest/ml/model-registry/#deploy-and-organize-models-with-aliases-and-tags
 """
 
@@ -38,10 +39,36 @@ class Decision:
     reason: str
 
 
-def register(client: MlflowClient, model_uri: str) -> ModelVersion:
-    """Register a logged model as a new version and give it the `challenger` alias."""
+def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelVersion:
+    """Register a finished run's model as a new version, as the gate decided.
+
+    The version is tagged with the gate's reason, then becomes `challenger`, and
+    `champion` if the gate says so. If a step fails (a tracking server that goes away),
+    the new version is deleted again and the aliases it took are given back: no version
+    exists that looks usable without having been through the gate.
+    """
+    held = {alias: version_by_alias(client, alias) for alias in (CHALLENGER, CHAMPION, PREVIOUS)}
     model_version = mlflow.register_model(model_uri, PROJECT_SLUG)
-    client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, str(model_version.version))
+    version = str(model_version.version)
+    try:
+        client.set_model_version_tag(PROJECT_SLUG, version, "promotion", decision.reason)
+        client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, version)
+        if decision.promote:
+            promote(client, version)
+    except Exception as error:
+        try:
+            client.delete_model_version(PROJECT_SLUG, version)
+            for alias, holder in held.items():
+                now = version_by_alias(client, alias)
+                if holder is not None and (now is None or now.version != holder.version):
+                    client.set_registered_model_alias(PROJECT_SLUG, alias, str(holder.version))
+        except Exception:
+            raise RegistryError(
+                f"Registering version {version} failed ({error}) and could not be undone: "
+                f"delete it by hand (MLflow UI, or `MlflowClient().delete_model_version"
+                f"({PROJECT_SLUG!r}, {version!r})`), check the aliases, then train again."
+            ) from error
+        raise
     return model_version
 
 

@@ -46,7 +46,8 @@ def train(config: Config) -> TrainResult:
     """Train, log and register a model; promote it to champion if it beats the current one.
 
     Bad data or a bad estimator fail before any run starts. A failure inside the run
-    marks it FAILED and registers nothing.
+    (the gate included) marks it FAILED and registers nothing: only a finished run
+    registers its model, and a registration that fails half-way is undone.
     """
     dataset = data.load(config.data)
     parts = data.split(dataset, config.data, config.task)
@@ -90,21 +91,17 @@ def train(config: Config) -> TrainResult:
             list(getattr(model, "classes_", [])) or None,
         )
         model_info = tracking.log_model(model, parts.x_train, profile)
-        version = registry.register(client, model_info.model_uri)
         decision = registry.gate(
             client, evaluation.metrics, parts.x_test, parts.y_test, config, not_reproducible
         )
-        if decision.promote:
-            registry.promote(client, str(version.version))
-        client.set_model_version_tag(
-            version.name, str(version.version), "promotion", decision.reason
-        )
-        log.info(
-            "Version %s %s: %s.",
-            version.version,
-            "promoted" if decision.promote else "kept",
-            decision.reason,
-        )
+
+    version = registry.register(client, model_info.model_uri, decision)
+    log.info(
+        "Version %s %s: %s.",
+        version.version,
+        "promoted" if decision.promote else "kept",
+        decision.reason,
+    )
 
     return TrainResult(
         run.info.run_id, str(version.version), decision.promote, decision.reason, evaluation.metrics
