@@ -1,5 +1,6 @@
 """Static tier: every option value bakes into the exact files, and every file is valid."""
 
+import ast
 import itertools
 import json
 import re
@@ -261,7 +262,8 @@ def test_invalid_answers_fail_with_a_message_and_leave_nothing(
         bake(tmp_path, **overrides)
 
     message = capfd.readouterr().err
-    assert f"{option} {value!r}" in message or option in message
+    # The message names the option, and the value unless it is blank.
+    assert (f"{option} {value!r}" if value.strip() else f"{option} is empty") in message
     assert says in message
     assert list(tmp_path.iterdir()) == []
 
@@ -604,3 +606,50 @@ def test_every_grafana_query_parses(tmp_path: Path) -> None:
     assert process.returncode == 0, process.stdout + process.stderr
     assert len(queries) >= 10
     assert all("$__" not in query for query in queries)  # Grafana's variables would not parse
+
+
+def markdown_tables(text: str) -> list[list[str]]:
+    """Each table of a Markdown text, as its lines (a blank line or prose ends a table)."""
+    tables: list[list[str]] = []
+    current: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def cells(line: str) -> int:
+    """The cells of a table row: `|` not inside backticks, nor escaped, separate them."""
+    outside_code = re.sub(r"`[^`]*`", "", line.replace("\\|", ""))
+    return outside_code.strip().strip("|").count("|") + 1
+
+
+def test_docs_tables_are_well_formed(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    documents = [TEMPLATE / "README.md", TEMPLATE / "DEVELOPERS.md", project / "README.md"]
+
+    for document in documents:
+        for table in markdown_tables(document.read_text()):
+            assert len(table) >= 3, f"{document.name}: a table without rows: {table[0]}"
+            assert re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", table[1]), f"{document.name}: {table[1]}"
+            width = cells(table[0])
+            for row in table[1:]:
+                assert cells(row) == width, f"{document.name}: {width} columns in {table[0]}, not in {row}"
+
+
+def test_the_readmes_name_every_option_target_and_setting(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    readme = (project / "README.md").read_text()
+    targets = re.findall(r"^([a-z][a-z-]*):.*## ", (project / "Makefile").read_text(), re.MULTILINE)
+    settings = ast.parse((project / "src" / "customer_churn" / "config.py").read_text())
+    [serving] = [node for node in settings.body if isinstance(node, ast.ClassDef) and node.name == "ServingConfig"]
+    variables = [node.target.id.upper() for node in serving.body if isinstance(node, ast.AnnAssign)]
+
+    assert len(targets) > 20
+    assert [t for t in targets if t != "help" and f"make {t}" not in readme] == []
+    assert [v for v in variables if f"`{v}`" not in readme] == []
+    options = [key for key in OPTIONS if not key.startswith("_")]
+    assert [o for o in options if f"`{o}`" not in (TEMPLATE / "README.md").read_text()] == []
