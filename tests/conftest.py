@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cookiecutter.main import cookiecutter
+from pytest_cookies.plugin import Cookies
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 OPTIONS: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text())
@@ -43,12 +43,17 @@ def check_keys(overrides: dict[str, Any]) -> None:
     assert not unknown, f"Not options of cookiecutter.json: {sorted(unknown)}"
 
 
-def bake(output_dir: Path, **overrides: Any) -> Path:
-    """Generate a project with the defaults and `overrides`; return its folder."""
+def bake(cookies: Cookies, **overrides: Any) -> Path:
+    """Generate a project with pytest-cookies (a user config of its own, a folder per bake).
+
+    Returns the project's folder. An override that is not an option fails (cookiecutter
+    would ignore it); a bake that fails raises what failed it (a hook's exception).
+    """
     check_keys(overrides)
-    return Path(
-        cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=overrides)
-    )
+    result = cookies.bake(extra_context=overrides, template=str(TEMPLATE))
+    if result.exception is not None:
+        raise result.exception
+    return Path(result.project_path)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -157,10 +162,10 @@ PROJECTS = {
 
 
 @pytest.fixture(scope="session", params=list(PROJECTS), ids=lambda name: f"project:{name}")
-def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(request: pytest.FixtureRequest, cookies_session: Cookies) -> Path:
     """A baked project, committed to git, through `make install lint test data train`."""
     require_tier("project", which("uv", "make", "git"))
-    path = bake(tmp_path_factory.mktemp("project"), **PROJECTS[request.param])
+    path = bake(cookies_session, **PROJECTS[request.param])
     run(["git", "init", "-q"], path)
     run(["git", "add", "-A"], path)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Bake"], path)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Background, bake, clean_env, free_port, http, require_tier, run, sample, which
+from pytest_cookies.plugin import Cookies
 
 pytestmark = [pytest.mark.server, pytest.mark.xdist_group("server")]
 
@@ -84,9 +85,9 @@ def sql(postgres: str, database: str, query: str) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def team_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def team_project(cookies_session: Cookies) -> Path:
     require_tier("project", which("uv", "make", "git"))
-    path = bake(tmp_path_factory.mktemp("team"), project_name="Team Model")
+    path = bake(cookies_session, project_name="Team Model")
     run(["make", "install", "data"], path)
     return path
 

@@ -15,6 +15,7 @@ import yaml
 from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys, require_tier, which
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.hooks import run_hook
+from pytest_cookies.plugin import Cookies
 
 # Every combination of the choice options: 72 bakes, well under a minute.
 COMBINATIONS = [dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())]
@@ -157,8 +158,8 @@ def assert_valid_files(project: Path) -> None:
 
 
 @pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
-def test_every_combination_bakes_valid_files(tmp_path: Path, combination: dict[str, str]) -> None:
-    project = bake(tmp_path, **combination)
+def test_every_combination_bakes_valid_files(cookies: Cookies, combination: dict[str, str]) -> None:
+    project = bake(cookies, **combination)
 
     assert baked_files(project) == expected_files("customer_churn", combination["ci_provider"])
     assert_valid_files(project)
@@ -184,8 +185,8 @@ def test_the_combinations_cover_every_value_of_every_option() -> None:
         assert {c[option] for c in COMBINATIONS} == set(values), option
 
 
-def test_slug_and_module_derive_from_the_name_in_ascii(tmp_path: Path) -> None:
-    project = bake(tmp_path, project_name="Prévision Énergie 2")
+def test_slug_and_module_derive_from_the_name_in_ascii(cookies: Cookies) -> None:
+    project = bake(cookies, project_name="Prévision Énergie 2")
 
     assert project.name == "prevision-energie-2"
     assert (project / "src" / "prevision_energie_2" / "cli.py").is_file()
@@ -194,10 +195,10 @@ def test_slug_and_module_derive_from_the_name_in_ascii(tmp_path: Path) -> None:
     }
 
 
-def test_long_names_still_pass_ruff(tmp_path: Path) -> None:
+def test_long_names_still_pass_ruff(cookies: Cookies) -> None:
     """Lines that hold the module name stay within the line length for long names too."""
     name = "a_rather_long_module_name_for_a_model"
-    project = bake(tmp_path, project_name="Long", project_slug=name.replace("_", "-"), module_name=name)
+    project = bake(cookies, project_name="Long", project_slug=name.replace("_", "-"), module_name=name)
 
     ruff(project, "check")
     ruff(project, "format", "--check")
@@ -210,8 +211,8 @@ HOSTILE = {
 }
 
 
-def test_hostile_values_survive_into_valid_files(tmp_path: Path) -> None:
-    project = bake(tmp_path, project_slug="hostile", module_name="hostile", **HOSTILE)
+def test_hostile_values_survive_into_valid_files(cookies: Cookies) -> None:
+    project = bake(cookies, project_slug="hostile", module_name="hostile", **HOSTILE)
 
     assert_valid_files(project)
     pyproject = tomllib.loads((project / "pyproject.toml").read_text())
@@ -221,12 +222,14 @@ def test_hostile_values_survive_into_valid_files(tmp_path: Path) -> None:
     ruff(project, "check")
 
 
-def test_an_injection_payload_never_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_injection_payload_never_runs(
+    tmp_path: Path, cookies: Cookies, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     sentinel = tmp_path / "PWNED"
     payload = f'"""\'\'\'); __import__("pathlib").Path({str(sentinel)!r}).touch() #'
 
-    project = bake(tmp_path / "out", project_slug="safe", module_name="safe", project_name=payload,
+    project = bake(cookies, project_slug="safe", module_name="safe", project_name=payload,
                    description=payload, author_name=payload)  # fmt: skip
 
     assert not sentinel.exists()
@@ -252,25 +255,28 @@ INVALID = [
 
 @pytest.mark.parametrize(("option", "value", "says"), INVALID, ids=lambda v: str(v))
 def test_invalid_answers_fail_with_a_message_and_leave_nothing(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str], option: str, value: str, says: str
+    tmp_path: Path, cookies: Cookies, capfd: pytest.CaptureFixture[str], option: str, value: str, says: str
 ) -> None:
     overrides = {option: value}
     if option == "project_name":
         overrides |= {"project_slug": "fine", "module_name": "fine"}
 
     with pytest.raises(FailedHookException):
-        bake(tmp_path, **overrides)
+        bake(cookies, **overrides)
 
     message = capfd.readouterr().err
     # The message names the option, and the value unless it is blank.
     assert (f"{option} {value!r}" if value.strip() else f"{option} is empty") in message
     assert says in message
-    assert list(tmp_path.iterdir()) == []
+    # pytest-cookies bakes into tmp_path/cookies/bake00: the failed bake left nothing there.
+    assert [path for path in (tmp_path / "cookies").rglob("*") if path.is_file()] == []
 
 
-def test_module_name_message_suggests_a_valid_name(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_module_name_message_suggests_a_valid_name(
+    cookies: Cookies, capfd: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(FailedHookException):
-        bake(tmp_path, module_name="mlflow")
+        bake(cookies, module_name="mlflow")
 
     assert "e.g. 'mlflow_model'" in capfd.readouterr().err
 
@@ -282,8 +288,8 @@ def test_overrides_used_in_the_tests_are_options() -> None:
         check_keys({"not_an_option": 1})
 
 
-def test_post_hook_is_idempotent_and_never_runs_git(tmp_path: Path) -> None:
-    project = bake(tmp_path, ci_provider="none")
+def test_post_hook_is_idempotent_and_never_runs_git(cookies: Cookies) -> None:
+    project = bake(cookies, ci_provider="none")
     before = baked_files(project)
     context = {"cookiecutter": {**OPTIONS, "project_slug": project.name, "ci_provider": "none"}}
 
@@ -293,8 +299,8 @@ def test_post_hook_is_idempotent_and_never_runs_git(tmp_path: Path) -> None:
     assert not (project / ".git").exists()
 
 
-def test_template_version_reaches_the_project(tmp_path: Path) -> None:
-    project = bake(tmp_path)
+def test_template_version_reaches_the_project(cookies: Cookies) -> None:
+    project = bake(cookies)
     init = (project / "src" / "customer_churn" / "__init__.py").read_text()
 
     assert f'TEMPLATE_VERSION = "{OPTIONS["_template_version"]}"' in init
@@ -321,12 +327,10 @@ def test_options_table_in_readme_lists_every_option() -> None:
         assert f"`{option}`" in readme, option
 
 
-def test_dockerignore_lets_in_only_what_the_image_is_built_from(tmp_path: Path) -> None:
+def test_dockerignore_lets_in_only_what_the_image_is_built_from(cookies: Cookies) -> None:
     """An allowlist: everything is out, then the build inputs are let back in."""
     lines = [
-        line
-        for line in (bake(tmp_path) / ".dockerignore").read_text().splitlines()
-        if line and line[0] != "#"
+        line for line in (bake(cookies) / ".dockerignore").read_text().splitlines() if line and line[0] != "#"
     ]
 
     assert lines[0] == "*"
@@ -362,8 +366,8 @@ def ci_commands(project: Path, ci_provider: str) -> list[str]:
 
 
 @pytest.mark.parametrize("ci_provider", ["github", "gitlab"])
-def test_ci_runs_only_make_targets_that_the_tests_run(tmp_path: Path, ci_provider: str) -> None:
-    commands = ci_commands(bake(tmp_path, ci_provider=ci_provider), ci_provider)
+def test_ci_runs_only_make_targets_that_the_tests_run(cookies: Cookies, ci_provider: str) -> None:
+    commands = ci_commands(bake(cookies, ci_provider=ci_provider), ci_provider)
     targets = {command.split()[1] for command in commands if command.startswith("make ")}
     others = [command for command in commands if not command.startswith("make ")]
 
@@ -373,10 +377,10 @@ def test_ci_runs_only_make_targets_that_the_tests_run(tmp_path: Path, ci_provide
     assert [command for command in others if not SETUP_COMMAND.match(command)] == []
 
 
-def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(tmp_path: Path) -> None:
+def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(cookies: Cookies) -> None:
     workflows = {
         path.name: yaml.safe_load(path.read_text())
-        for path in (bake(tmp_path) / ".github" / "workflows").glob("*.yml")
+        for path in (bake(cookies) / ".github" / "workflows").glob("*.yml")
     }
     ci, release = workflows["ci.yml"], workflows["release.yml"]
 
@@ -395,8 +399,8 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
     assert any("upload-artifact" in step.get("uses", "") for step in train_steps)
 
 
-def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(tmp_path: Path) -> None:
-    config = yaml.safe_load((bake(tmp_path, ci_provider="gitlab") / ".gitlab-ci.yml").read_text())
+def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(cookies: Cookies) -> None:
+    config = yaml.safe_load((bake(cookies, ci_provider="gitlab") / ".gitlab-ci.yml").read_text())
 
     assert config["stages"] == ["lint", "test", "train", "docker", "release"]
     assert config[".docker"]["services"] == ["docker:28-dind"]
@@ -409,8 +413,8 @@ def tool(name: str) -> str:
 
 
 @pytest.mark.parametrize("ci_provider", ["github", "gitlab"])
-def test_ci_files_pass_their_schema_and_zizmor(tmp_path: Path, ci_provider: str) -> None:
-    project = bake(tmp_path, ci_provider=ci_provider)
+def test_ci_files_pass_their_schema_and_zizmor(cookies: Cookies, ci_provider: str) -> None:
+    project = bake(cookies, ci_provider=ci_provider)
     if ci_provider == "github":
         files = sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
         checks = [
@@ -441,8 +445,8 @@ def actionlint(*files: Path) -> None:
     assert process.returncode == 0, process.stdout + process.stderr
 
 
-def test_github_workflows_pass_actionlint(tmp_path: Path) -> None:
-    actionlint(*sorted((bake(tmp_path) / ".github" / "workflows").glob("*.yml")))
+def test_github_workflows_pass_actionlint(cookies: Cookies) -> None:
+    actionlint(*sorted((bake(cookies) / ".github" / "workflows").glob("*.yml")))
 
 
 def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
@@ -457,9 +461,9 @@ def test_the_templates_own_workflow_and_hooks_pass(tmp_path: Path) -> None:
     actionlint(workflow)
 
 
-def test_secrets_stay_out_of_git_and_of_the_image(tmp_path: Path) -> None:
+def test_secrets_stay_out_of_git_and_of_the_image(cookies: Cookies) -> None:
     """.env is ignored by git and by Docker; .env.example is committed and sent nowhere else."""
-    project = bake(tmp_path)
+    project = bake(cookies)
     (project / ".env").write_text("MLFLOW_TRACKING_PASSWORD=secret\n")
     subprocess.run(["git", "init", "-q"], cwd=project, check=True)
 
@@ -476,10 +480,10 @@ def test_secrets_stay_out_of_git_and_of_the_image(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def rendered_k8s(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, Any]]]:
+def rendered_k8s(cookies_session: Cookies) -> tuple[Path, dict[str, dict[str, Any]]]:
     """`make k8s-render` of a bake: the manifests with the image of a model version."""
     require_tier("static", which("make"))
-    project = bake(tmp_path_factory.mktemp("k8s"))
+    project = bake(cookies_session)
     output = subprocess.run(
         ["make", "--no-print-directory", "k8s-render", "IMAGE=registry.example.com/churn", "TAG=3"],
         cwd=project, capture_output=True, text=True, check=True,
@@ -537,8 +541,8 @@ def test_k8s_manifests_pass_the_kubernetes_schemas_and_checkov(
     assert skips == 3, "each skipped check carries its reason in the manifest"
 
 
-def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(tmp_path: Path) -> None:
-    project = bake(tmp_path)
+def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(cookies: Cookies) -> None:
+    project = bake(cookies)
     check = [
         tool("check-jsonschema"),
         "--builtin-schema",
@@ -571,9 +575,9 @@ def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(tmp_path: Pa
 
 
 @pytest.mark.parametrize("task", CHOICES["task"])
-def test_prometheus_config_and_alerts_pass_promtool_and_their_unit_tests(tmp_path: Path, task: str) -> None:
+def test_prometheus_config_and_alerts_pass_promtool_and_their_unit_tests(cookies: Cookies, task: str) -> None:
     require_tier("static", which("promtool"))
-    rules = bake(tmp_path, task=task) / "deploy" / "prometheus"
+    rules = bake(cookies, task=task) / "deploy" / "prometheus"
 
     for command in (["check", "config", "prometheus.yml"], ["test", "rules", "rules_test.yml"]):
         process = subprocess.run(
@@ -587,10 +591,10 @@ def dashboard_queries(project: Path) -> list[str]:
     return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
 
 
-def test_every_grafana_query_parses(tmp_path: Path) -> None:
+def test_every_grafana_query_parses(tmp_path: Path, cookies: Cookies) -> None:
     """promtool parses each query of the dashboard, as a recording rule."""
     require_tier("static", which("promtool"))
-    project = bake(tmp_path)
+    project = bake(cookies)
     queries = dashboard_queries(project)
     rules = [{"record": f"dashboard:query{n}", "expr": expr} for n, expr in enumerate(queries)]
     (tmp_path / "queries.yml").write_text(yaml.safe_dump({"groups": [{"name": "q", "rules": rules}]}))
@@ -627,8 +631,8 @@ def cells(line: str) -> int:
     return outside_code.strip().strip("|").count("|") + 1
 
 
-def test_docs_tables_are_well_formed(tmp_path: Path) -> None:
-    project = bake(tmp_path)
+def test_docs_tables_are_well_formed(cookies: Cookies) -> None:
+    project = bake(cookies)
     documents = [TEMPLATE / "README.md", TEMPLATE / "DEVELOPERS.md", project / "README.md"]
 
     for document in documents:
@@ -640,12 +644,12 @@ def test_docs_tables_are_well_formed(tmp_path: Path) -> None:
                 assert cells(row) == width, f"{document.name}: {width} columns in {table[0]}, not in {row}"
 
 
-def test_the_readmes_name_every_option_target_and_setting(tmp_path: Path) -> None:
-    project = bake(tmp_path)
+def test_the_readmes_name_every_option_target_and_setting(cookies: Cookies) -> None:
+    project = bake(cookies)
     readme = (project / "README.md").read_text()
     targets = re.findall(r"^([a-z][a-z-]*):.*## ", (project / "Makefile").read_text(), re.MULTILINE)
     settings = ast.parse((project / "src" / "customer_churn" / "config.py").read_text())
-    [serving] = [node for node in settings.body if isinstance(node, ast.ClassDef) and node.name == "ServingConfig"]
+    [serving] = [n for n in settings.body if isinstance(n, ast.ClassDef) and n.name == "ServingConfig"]
     variables = [node.target.id.upper() for node in serving.body if isinstance(node, ast.AnnAssign)]
 
     assert len(targets) > 20
