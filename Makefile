@@ -38,7 +38,7 @@ test: install ## Run every tier of the template's tests
 	$(RUN) pytest -n 2 --dist loadgroup
 
 test-static: install ## Run the fast static tier only
-	$(RUN) pytest -n 2 tests/test_static.py
+	$(RUN) pytest -n 2 tests/test_static.py tests/test_hooks.py
 
 # Explicit paths: the project template is a ruff project of its own, checked on each bake.
 LINTED := hooks tests scripts benchmarks local_extensions.py

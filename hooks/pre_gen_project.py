@@ -29,7 +29,7 @@ DEPENDENCY_MODULES = {
 
 def suggest_module(name: str) -> str:
     """Turn an invalid module name into a valid one to suggest."""
-    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).lstrip("0123456789_") or "my_project"
+    return re.sub(r"[^a-z0-9_]+", "_", name.lower()).rstrip("_").lstrip("0123456789_") or "my_project"
 
 
 def problems(ctx: dict) -> list[str]:
