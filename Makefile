@@ -20,7 +20,7 @@ BENCH_DIR ?= .bench
 
 BASE_IMAGE ?= python:3.12-slim
 
-.PHONY: help install test test-static lint demo lock bench-train bench-docker bench-serving clean
+.PHONY: help install test test-static lint demo lock mutants bench-train bench-docker bench-serving clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-docker: install ## Benchmark the serving image against MLflow's (BASE_IMAG
 		git -c user.name=bench -c user.email=bench@example.com commit -qm bench
 	$(MAKE) -C "$(BENCH_DIR)/docker/customer-churn" install train
 	$(RUN) python benchmarks/docker_image.py "$(BENCH_DIR)/docker/customer-churn" "$(BASE_IMAGE)"
+
+mutants: install ## Mutation testing: apply each regression of scripts/mutants.py to a copy, report the survivors
+	$(RUN) python scripts/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 bench-serving: install ## Benchmark the generated server against `mlflow models serve` (needs wrk)
 	rm -rf "$(BENCH_DIR)/serving" && mkdir -p "$(BENCH_DIR)/serving"

@@ -657,3 +657,15 @@ def test_the_readmes_name_every_option_target_and_setting(cookies: Cookies) -> N
     assert [v for v in variables if f"`{v}`" not in readme] == []
     options = [key for key in OPTIONS if not key.startswith("_")]
     assert [o for o in options if f"`{o}`" not in (TEMPLATE / "README.md").read_text()] == []
+
+
+def test_dvc_is_configured_to_stay_on_the_machine(cookies: Cookies) -> None:
+    """DVC's analytics would call the internet from every clone; its hash files are committed."""
+    project = bake(cookies)
+    config = (project / ".dvc" / "config").read_text()
+    ignored = (project / ".gitignore").read_text().splitlines()
+
+    assert re.search(r"^\s*analytics = false$", config, re.MULTILINE)
+    assert re.search(r"^\s*autostage = true$", config, re.MULTILINE)
+    assert {"/data/**", "!/data/**/", "!/data/**/*.dvc"} <= set(ignored)
+    assert (project / ".dvc" / ".gitignore").read_text().split() == ["/config.local", "/tmp", "/cache"]

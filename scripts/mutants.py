@@ -1,0 +1,160 @@
+"""Mutation testing of the template: does the suite catch small, realistic regressions?
+
+Each mutant of the catalogue is one textual change to one file of the template, in
+every layer (hooks, options, generated code, Dockerfile, Makefile, CI and deploy
+files). For each, a scratch copy of the template gets the change and the tests that
+should catch it run there: the template's own (`template` checks), or a bake of the
+defaults' own tests (`project` checks, after `uv sync`). A mutant is caught when its
+tests fail. Grow the catalogue with each feature.
+
+    make mutants                          # every mutant; prints the score
+    make mutants MUTANTS=fast-order,dvc   # some of them
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "{{cookiecutter.project_slug}}"
+MODULE = f"{PROJECT}/src/{{{{cookiecutter.module_name}}}}"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """One regression: `old` becomes `new` in `path`; `tests` should then fail."""
+
+    name: str
+    layer: str
+    path: str
+    old: str
+    new: str
+    where: str  # "template": the template's tests; "project": a bake's own tests
+    tests: tuple[str, ...]
+
+
+CATALOGUE = [
+    Mutant("slug-uppercase", "hooks", "hooks/pre_gen_project.py",
+           'SLUG = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")',
+           'SLUG = re.compile(r"^[A-Za-z][A-Za-z0-9-]*[A-Za-z0-9]$")',
+           "template", ("tests/test_hooks.py", "tests/test_static.py", "-k", "invalid or bad_answer")),
+    Mutant("keeps-gitlab-file", "hooks", "hooks/post_gen_project.py",
+           '("ci_provider", "gitlab"): [".gitlab-ci.yml"],', "",
+           "template", ("tests/test_static.py", "-k", "every_combination")),
+    Mutant("default-python", "options", "cookiecutter.json",
+           '"python_version": ["3.12", "3.11", "3.13"]', '"python_version": ["3.11", "3.12", "3.13"]',
+           "template", ("tests/test_static.py",)),
+    Mutant("dockerfile-root", "Dockerfile", f"{PROJECT}/Dockerfile", "USER 10001:10001\n", "",
+           "template", ("tests/test_static.py", "-k", "every_combination")),
+    Mutant("makefile-rename", "Makefile", f"{PROJECT}/Makefile",
+           "reproduce: ## Rebuild", "rebuild: ## Rebuild",
+           "template", ("tests/test_static.py", "-k", "readmes_name")),
+    Mutant("ci-bare-pytest", "CI", f"{PROJECT}/.github/workflows/ci.yml",
+           "      - run: make test", "      - run: uv run pytest",
+           "template", ("tests/test_static.py", "-k", "ci_runs_only")),
+    Mutant("alert-threshold", "deploy", f"{PROJECT}/deploy/prometheus/rules.yml",
+           "expr: (feature_drift_psi > 0.2)", "expr: (feature_drift_psi > 2)",
+           "template", ("tests/test_static.py", "-k", "promtool or prometheus")),
+    Mutant("dvc-analytics", "deploy", f"{PROJECT}/.dvc/config",
+           "analytics = false", "analytics = true",
+           "template", ("tests/test_static.py", "-k", "dvc")),
+    Mutant("fast-order", "generated code", f"{MODULE}/fast_predict.py",
+           "    trees = [tree.tree_ for tree in estimator.estimators_]",
+           "    trees = [tree.tree_ for tree in estimator.estimators_][::-1]",
+           "project", ("tests/test_fast_predict.py",)),
+    Mutant("fast-float64", "generated code", f"{MODULE}/fast_predict.py",
+           "dtype=np.float32, accept_sparse", "dtype=np.float64, accept_sparse",
+           "project", ("tests/test_fast_predict.py",)),
+    Mutant("register-in-run", "generated code", f"{MODULE}/train.py",
+           "        decision = registry.gate(\n",
+           "        registry.register(client, model_info.model_uri, registry.Decision(False, 'x'))\n"
+           "        decision = registry.gate(\n",
+           "project", ("tests/test_promotion.py",)),
+    Mutant("dirty-is-fine", "generated code", f"{MODULE}/versioning.py",
+           "    if code.dirty:\n", "    if False:\n",
+           "project", ("tests/test_versioning.py",)),
+    Mutant("gate-fails-open", "generated code", f"{MODULE}/registry.py",
+           "        return Decision(\n            False,\n            f\"champion v{champion.version} cannot",
+           "        return Decision(\n            True,\n            f\"champion v{champion.version} cannot",
+           "project", ("tests/test_promotion.py",)),
+    Mutant("ping-body", "generated code", f"{MODULE}/serving/app.py",
+           'return Response("\\n", status_code=status', 'return Response("pong", status_code=status',
+           "project", ("tests/test_mlflow_protocol.py",)),
+]  # fmt: skip
+
+
+def scratch_copy(destination: Path) -> None:
+    """The template's tracked files, as a fresh clone has them."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+
+
+def apply(mutant: Mutant, template: Path) -> None:
+    path = template / mutant.path
+    text = path.read_text()
+    if text.count(mutant.old) != 1:
+        raise SystemExit(f"{mutant.name}: the text to change is not in {mutant.path} exactly once")
+    path.write_text(text.replace(mutant.old, mutant.new))
+
+
+def caught(mutant: Mutant, template: Path, log: Path) -> bool:
+    """Run the mutant's tests; True if they fail."""
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}}
+    with log.open("w") as output:
+        if mutant.where == "template":
+            command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests]
+            return (
+                subprocess.run(command, cwd=template, stdout=output, stderr=output, env=env).returncode != 0
+            )
+        from cookiecutter.main import cookiecutter
+
+        project = Path(cookiecutter(str(template), no_input=True, output_dir=str(template.parent / "bake")))
+        uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+        for command in (
+            [uv, "sync", "--locked", "--quiet"],
+            [uv, "run", "--locked", "pytest", "-q", "-x", *mutant.tests],
+        ):
+            if subprocess.run(command, cwd=project, stdout=output, stderr=output, env=env).returncode != 0:
+                return True
+        return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=os.environ.get("MUTANTS", ""), help="Comma-separated names.")
+    only = {name for name in parser.parse_args().only.split(",") if name}
+    mutants = [m for m in CATALOGUE if not only or m.name in only]
+    logs = Path(tempfile.mkdtemp(prefix="mutants-"))
+    survivors = []
+    for mutant in mutants:
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as folder:
+            template = Path(folder) / "template"
+            scratch_copy(template)
+            apply(mutant, template)
+            result = caught(mutant, template, logs / f"{mutant.name}.log")
+        verdict = "caught" if result else "SURVIVED"
+        print(
+            f"{mutant.name:<20}{mutant.layer:<16}{verdict:<10}{time.monotonic() - started:6.0f} s", flush=True
+        )
+        if not result:
+            survivors.append(mutant.name)
+    print(f"\nscore: {len(mutants) - len(survivors)}/{len(mutants)} caught; logs in {logs}")
+    if survivors:
+        print(f"survivors: {', '.join(survivors)}: add the test that catches each")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
