@@ -40,6 +40,7 @@ def test_the_defaults_have_no_problem() -> None:
         ("project_slug", "-x", "starting with a letter"),
         ("project_slug", "a--", "not ending with a hyphen"),
         ("project_slug", "ÉTÉ", "lowercase letters"),
+        ("project_slug", "Churn", "lowercase letters"),
         ("module_name", "from", "keyword"),
         ("module_name", "os", "standard-library"),
         ("module_name", "dvc", "dependency"),
