@@ -669,3 +669,27 @@ def test_dvc_is_configured_to_stay_on_the_machine(cookies: Cookies) -> None:
     assert re.search(r"^\s*autostage = true$", config, re.MULTILINE)
     assert {"/data/**", "!/data/**/", "!/data/**/*.dvc"} <= set(ignored)
     assert (project / ".dvc" / ".gitignore").read_text().split() == ["/config.local", "/tmp", "/cache"]
+
+
+def test_the_defaults_are_the_contract_s(cookies: Cookies) -> None:
+    """A bake without answers: what the README's options table and the design promise."""
+    project = bake(cookies)
+
+    assert {option: values[0] for option, values in CHOICES.items()} == {
+        "python_version": "3.12",
+        "task": "classification",
+        "ci_provider": "github",
+        "license": "MIT",
+    }
+    assert (project / ".python-version").read_text().strip() == "3.12"
+    assert tomllib.loads((project / "config.toml").read_text())["task"] == "classification"
+
+
+def test_the_image_runs_as_a_non_root_user(cookies: Cookies) -> None:
+    """The runtime stage's last USER is the unprivileged 10001 (the docker tier checks the running image)."""
+    dockerfile = (bake(cookies) / "Dockerfile").read_text()
+    runtime = dockerfile.split("\nFROM ")[-1]
+
+    users = re.findall(r"^USER (\S+)$", runtime, re.MULTILINE)
+    assert users
+    assert users[-1] == "10001:10001"
