@@ -22,7 +22,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DEPENDENCY_MODULES = {
     "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
     "mpl_toolkits", "mypy", "mypyc", "numpy", "pandas", "pre_commit", "prometheus_client",
-    "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust",
+    "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust", "pytest_randomly",
     "ruff", "schemathesis", "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",
 }  # fmt: skip
 

@@ -43,7 +43,8 @@ def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) ->
 
     assert not result.promoted
     assert "does not beat" in result.reason
-    assert aliases(client) == {"champion": champion, "challenger": result.version}
+    assert aliases(client)["champion"] == champion
+    assert aliases(client)["challenger"] == result.version
     tags = client.get_model_version(PROJECT_SLUG, result.version).tags
     assert tags["promotion"] == result.reason
 
