@@ -18,7 +18,7 @@ from mlflow.models.model import ModelInfo
 from . import TEMPLATE_VERSION
 from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
 from .monitoring.profile import Profile, write_profile
-from .versioning import CodeVersion, DataVersion, remote_url, reproducibility
+from .versioning import CodeVersion, DataVersion, remote_url
 
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
@@ -40,9 +40,11 @@ def setup() -> MlflowClient:
     return client
 
 
-def run_tags(code: CodeVersion, data: DataVersion) -> dict[str, str]:
-    """Tags that tie a run to its code, its data and its template, and say if it can be rebuilt."""
-    problem = reproducibility(code, data)
+def run_tags(code: CodeVersion, data: DataVersion, problem: str | None) -> dict[str, str]:
+    """Tags that tie a run to its code, its data and its template, and say if it can be rebuilt.
+
+    `problem` is why it could not be (`versioning.reproducibility`), or None.
+    """
     return {
         "git_commit": code.commit,
         "git_dirty": str(code.dirty).lower(),

@@ -60,7 +60,7 @@ def train(config: Config) -> TrainResult:
     client = tracking.setup()
 
     with mlflow.start_run() as run:
-        mlflow.set_tags(tracking.run_tags(code, data_version))
+        mlflow.set_tags(tracking.run_tags(code, data_version, not_reproducible))
         mlflow.log_params(flat_params(config, estimator_params(model)))
         mlflow.log_dict(config_record(config), CONFIG_ARTIFACT)
         tracking.log_dataset(
