@@ -1,5 +1,6 @@
 """Docker tier: the baked project's image builds on a real engine, runs read-only as
-non-root, is healthy, serves the model's own predictions, and stops cleanly.
+non-root, is healthy, serves the model's own predictions, and stops cleanly; the
+defaults' compose.yaml stack comes up, serves a champion and keeps it across a restart.
 
 The engine is the `docker` on PATH. The base image of each Python version comes from
 MLPIPE_TEST_BASE_IMAGE_<major>_<minor> (e.g. MLPIPE_TEST_BASE_IMAGE_3_12=mlpipe-base:3.12,
@@ -11,15 +12,18 @@ networking and bind to 127.0.0.1.
 import json
 import os
 import re
+import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
+from conftest import TEMPLATE, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
 
 pytestmark = pytest.mark.docker
 
@@ -44,12 +48,17 @@ def python_version(project: Path) -> str:
     return (project / ".python-version").read_text().strip()
 
 
+def base_image(project: Path) -> str | None:
+    """The stand-in base image of the project's Python, if one was built for the tests."""
+    return os.environ.get(f"MLPIPE_TEST_BASE_IMAGE_{python_version(project).replace('.', '_')}")
+
+
 @pytest.fixture(scope="session")
 def image(project: Path) -> Iterator[str]:
     """`make docker-build` of the project, with a secret in .env that must stay out."""
     require_tier("docker", engine_missing())
     (project / ".env").write_text(SECRET + "\n")
-    base = os.environ.get(f"MLPIPE_TEST_BASE_IMAGE_{python_version(project).replace('.', '_')}")
+    base = base_image(project)
     name = f"mlpipe-test-{uuid.uuid4().hex[:8]}-{project.name}"  # no clash with other runs' images
     args = ["make", "docker-build", f"IMAGE={name}", "DOCKER_BUILD_FLAGS=--network host"]
     run([*args, f"BASE_IMAGE={base}"] if base else args, project)
@@ -212,3 +221,162 @@ def test_parquet_in_the_image_is_refused_naming_pyarrow(project: Path, container
 
     assert status == 400
     assert "pyarrow" in answer["message"]
+
+
+# ---- The stack: the baked project's compose.yaml, brought up for real by `make stack-up`.
+#
+# PostgreSQL, the tracking server built from deploy/tracking, the serving image and
+# Prometheus start on the engine; training against the stack's tracking server makes a
+# champion that the serving container then serves and Prometheus scrapes; the stack goes
+# down and up again and its runs and champion are still there.
+#
+# Where no registry is reachable, PostgreSQL and Prometheus are stand-ins built here from
+# Debian's packages (tests/images/, on the project's base image) and passed to compose
+# through POSTGRES_IMAGE and PROMETHEUS_IMAGE, as a user would pass a mirror's. The engine
+# has no bridge network, so the stack runs with compose.host.yaml on the host's network,
+# on the ports compose.yaml publishes (they must be free).
+MODEL = "customer-churn"  # the defaults' slug: the one project this test runs on
+PORTS = {"PostgreSQL": 5432, "the tracking server": 5000, "serving": 8080, "Prometheus": 9090}
+TRACKING = "http://127.0.0.1:5000"
+SERVING = "http://127.0.0.1:8080"
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def compose_missing() -> str | None:
+    """The reason `docker compose` cannot be used here, or None."""
+    if reason := engine_missing():
+        return reason
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
+    missing = "the Docker Compose plugin is missing (`docker compose version` fails)"
+    return None if probe.returncode == 0 else missing
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stand_in(name: str, base: str | None) -> str:
+    """Build tests/images/<name> on the project's base image; return its tag."""
+    tag = f"mlpipe-{name}:debian-{(base or 'bookworm').replace(':', '-')}"
+    args = ["build", "--quiet", "--network", "host", "--tag", tag]
+    if base:
+        args += ["--build-arg", f"BASE_IMAGE={base}"]
+    docker(*args, str(TEMPLATE / "tests" / "images" / name))
+    return tag
+
+
+@pytest.fixture
+def stack_env(project: Path, image: str) -> Iterator[dict[str, str]]:
+    """The variables of a user who points compose at their own images, on the host's network."""
+    require_tier("docker", compose_missing())
+    busy = [f"{name} ({port})" for name, port in PORTS.items() if listening(port)]
+    if busy:
+        pytest.fail(f"The stack needs these ports of 127.0.0.1, which are taken: {', '.join(busy)}")
+    base = base_image(project)
+    tracking_image = f"{image.removesuffix(':latest')}-tracking:latest"
+    env = clean_env(
+        COMPOSE_FILE="compose.yaml:compose.host.yaml",
+        COMPOSE_PROJECT_NAME=f"mlpipe-test-{uuid.uuid4().hex[:8]}",
+        DOCKER_BUILD_NETWORK="host",
+        POSTGRES_PASSWORD=uuid.uuid4().hex,
+        POSTGRES_IMAGE=stand_in("postgres", base),
+        PROMETHEUS_IMAGE=stand_in("prometheus", base),
+        TRACKING_IMAGE=tracking_image,
+    )
+    yield env
+    subprocess.run(
+        ["docker", "compose", "down", "--volumes"], cwd=project, env=env, capture_output=True, check=False
+    )
+    subprocess.run(["docker", "image", "rm", "--force", tracking_image], capture_output=True, check=False)
+
+
+def make(project: Path, env: dict[str, str], target: str, image: str) -> str:
+    """`make <target>` with the image of the docker tier and its base image."""
+    base = base_image(project)
+    args = ["make", target, f"IMAGE={image.removesuffix(':latest')}"]
+    return run([*args, f"BASE_IMAGE={base}"] if base else args, project, env=env)
+
+
+def services(project: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each running service of the stack and its health."""
+    output = run(["docker", "compose", "ps", "--format", "json"], project, env=env)
+    rows = [json.loads(line) for line in output.splitlines() if line.strip()]
+    return {row["Service"]: row["Health"] or row["State"] for row in rows if row["State"] == "running"}
+
+
+def registry_state() -> tuple[list[str], dict[str, str]]:
+    """The run ids of every experiment and the aliases of the model, from the stack's server."""
+    body = json.dumps({"experiment_ids": experiment_ids(), "max_results": 1000}).encode()
+    status, runs = http(f"{TRACKING}/api/2.0/mlflow/runs/search", body)
+    assert status == 200, runs
+    return sorted(r["info"]["run_id"] for r in runs.get("runs", [])), aliases()
+
+
+def experiment_ids() -> list[str]:
+    body = json.dumps({"max_results": 100}).encode()
+    status, found = http(f"{TRACKING}/api/2.0/mlflow/experiments/search", body)
+    assert status == 200, found
+    return [e["experiment_id"] for e in found["experiments"]]
+
+
+def aliases() -> dict[str, str]:
+    name = urllib.parse.quote(MODEL)
+    status, answer = http(f"{TRACKING}/api/2.0/mlflow/registered-models/get?name={name}")
+    assert status == 200, answer
+    return {a["alias"]: a["version"] for a in answer["registered_model"].get("aliases", [])}
+
+
+def scraped(job: str, timeout: float = 90) -> list[dict[str, Any]]:
+    """Prometheus' `up` series of `job`, once it has scraped the target at least once."""
+    query = urllib.parse.quote(f'up{{job="{job}"}}')
+    deadline = time.monotonic() + timeout
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        status, answer = http(f"{PROMETHEUS}/api/v1/query?query={query}")
+        result = answer["data"]["result"] if status == 200 else []
+        if result and result[0]["value"][1] == "1":
+            break
+        time.sleep(2)
+    return result
+
+
+def predict(project: Path) -> tuple[int, Any]:
+    columns, rows = sample(project, 4)
+    payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
+    return http(f"{SERVING}/invocations", json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize("project", ["defaults"], indirect=True)
+def test_stack_trains_serves_and_keeps_its_runs_and_champion_across_a_restart(
+    project: Path, image: str, stack_env: dict[str, str]
+) -> None:
+    assert project.name == MODEL
+
+    first = make(project, stack_env, "stack-up", image)
+    waiting = services(project, stack_env)
+    trained = run(["make", "train"], project, env=clean_env(MLFLOW_TRACKING_URI=TRACKING))
+    make(project, stack_env, "stack-up", image)
+    healthy = services(project, stack_env)
+    served = http(f"{SERVING}/model")[1]
+    status, answer = predict(project)
+    up = scraped(MODEL)
+    before = registry_state()
+
+    make(project, stack_env, "stack-down", image)
+    after_down = services(project, stack_env)
+    make(project, stack_env, "stack-up", image)
+    after = registry_state()
+    served_again = http(f"{SERVING}/model")[1]
+
+    assert "make train, then make stack-up again" in first
+    assert waiting == {"postgres": "healthy", "tracking": "healthy"}
+    assert "version 1 is now @champion" in trained
+    assert healthy == {s: "healthy" for s in ("postgres", "tracking", "serving", "prometheus")}
+    assert (served["model_uri"], served["model_version"]) == (f"models:/{MODEL}@champion", "1")
+    assert status == 200 and len(answer["predictions"]) == 4
+    assert [series["value"][1] for series in up] == ["1"], "Prometheus does not scrape the serving container"
+    assert len(before[0]) == 1 and before[1]["champion"] == "1"
+    assert after_down == {}
+    assert after == before
+    assert served_again["model_version"] == "1"

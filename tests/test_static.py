@@ -36,6 +36,7 @@ BASE_FILES = {
     "Makefile",
     "README.md",
     "compose.yaml",
+    "compose.host.yaml",
     "config.toml",
     "deploy/grafana/dashboard.json",
     "deploy/prometheus/prometheus.yml",
@@ -548,12 +549,25 @@ def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(cookies: Coo
         "--builtin-schema",
         "vendor.compose-spec",
         str(project / "compose.yaml"),
+        str(project / "compose.host.yaml"),
     ]
     process = subprocess.run(check, capture_output=True, text=True, check=False)
     assert process.returncode == 0, process.stdout + process.stderr
     services = yaml.safe_load((project / "compose.yaml").read_text())["services"]
+    on_host = yaml.safe_load((project / "compose.host.yaml").read_text())["services"]
 
     assert set(services) == {"postgres", "tracking", "serving", "prometheus"}
+    # Images are variables whose defaults are the official ones (a mirror, a local build).
+    assert services["postgres"]["image"] == "${POSTGRES_IMAGE:-postgres:16}"
+    assert services["prometheus"]["image"].startswith("${PROMETHEUS_IMAGE:-prom/prometheus:v3.")
+    assert services["serving"]["image"] == "${SERVING_IMAGE:-customer-churn:latest}"
+    assert services["tracking"]["image"] == "${TRACKING_IMAGE:-customer-churn-tracking:latest}"
+    assert services["tracking"]["build"]["context"] == "deploy/tracking"
+    # On the host's network, every service, and every name a service is reached by.
+    assert set(on_host) == set(services)
+    assert {s["network_mode"] for s in on_host.values()} == {"host"}
+    assert all(set(s["extra_hosts"]) >= {"postgres:127.0.0.1", "tracking:127.0.0.1", "serving:127.0.0.1"}
+               for s in on_host.values())  # fmt: skip
     assert all("healthcheck" in service for service in services.values())
     assert services["tracking"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["serving"]["depends_on"] == {"tracking": {"condition": "service_healthy"}}
