@@ -12,10 +12,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.client import HTTPConnection
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -65,7 +68,7 @@ def postgres() -> Iterator[str]:
         folder,
     )
     try:
-        for database in ("mlflow", "mlflow_auth"):
+        for database in ("mlflow", "mlflow_auth", "mlflow_steps"):
             run(
                 [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
                 folder,
@@ -269,3 +272,172 @@ def test_docker_build_exports_the_champion_through_the_server(
     assert (team_project / "build" / "model" / "MLmodel").is_file()
     info = json.loads((team_project / "build" / "model" / "registered_model.json").read_text())
     assert (info["name"], info["version"]) == ("team-model", "1")
+
+
+class StoppingProxy:
+    """A pass-through proxy to a tracking server that stops the server at one request.
+
+    `stop_at(method, path, body)` says which request is the step: the proxy stops the
+    server there, before forwarding it, and answers nothing, as a server that went away;
+    every request after it fails the same way, until the server is started again.
+    """
+
+    def __init__(self, upstream: TrackingServer, stop_at: Callable[[str, str, bytes], bool]) -> None:
+        self.upstream, self.stop_at, self.stopped = upstream, stop_at, False
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not proxy.stopped and proxy.stop_at(self.command, self.path, body):
+                    proxy.stopped = True
+                    proxy.upstream.stop()
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in {"host", "connection"}}
+                try:
+                    connection = HTTPConnection("127.0.0.1", proxy.upstream.port, timeout=300)
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    data = response.read()
+                except OSError:
+                    self.close_connection = True  # no answer at all
+                    return
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in {"connection", "content-length", "transfer-encoding"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = forward
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def alias_request(alias: str) -> Callable[[str, str, bytes], bool]:
+    def matches(method: str, path: str, body: bytes) -> bool:
+        return (method, path) == ("POST", "/api/2.0/mlflow/registered-models/alias") and (
+            json.loads(body).get("alias") == alias
+        )
+
+    return matches
+
+
+# Each step of `make train` after the fit, as the request that starts it; whether the
+# run has finished by then; whether a version exists by then (it stays behind: the
+# server is gone before the version could be deleted again, and the error names it).
+STEPS: dict[str, tuple[Callable[[str, str, bytes], bool], bool, bool]] = {
+    "gate": (
+        lambda method, path, body: (
+            method == "GET"
+            and path.startswith("/api/2.0/mlflow/registered-models/alias?")
+            and "alias=champion" in path
+        ),
+        False,
+        False,
+    ),
+    "end of the run": (
+        lambda method, path, body: path == "/api/2.0/mlflow/runs/update" and b"FINISHED" in body,
+        False,
+        False,
+    ),
+    "registration": (
+        lambda method, path, body: path == "/api/2.0/mlflow/model-versions/create",
+        True,
+        False,
+    ),
+    "challenger alias": (alias_request("challenger"), True, True),
+    "promotion": (alias_request("champion"), True, True),
+}
+
+
+@pytest.fixture(scope="module")
+def weak_champion(
+    team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackingServer]:
+    """A tracking server of its own whose champion is a stump: any default model beats it."""
+    folder = tmp_path_factory.mktemp("steps")
+    tracking = TrackingServer(
+        team_project, server_env(f"{postgres}/mlflow_steps", folder), folder / "server.log"
+    )
+    tracking.start()
+    stump = client_env(tracking.url, TEAM_MODEL_ESTIMATOR__PARAMS='{"n_estimators": 1, "max_depth": 1}')
+    assert "version 1 is now @champion" in run(["make", "train"], team_project, env=stump)
+    yield tracking
+    tracking.stop()
+
+
+def steps_sql(postgres: str, query: str) -> list[list[str]]:
+    return sql(postgres, "mlflow_steps", query)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_server_that_dies_after_the_fit_leaves_no_usable_version(
+    step: str, weak_champion: TrackingServer, team_project: Path, postgres: str
+) -> None:
+    """Only a finished run has a version, it went through the gate, and @champion holds."""
+    stop_at, run_finished, version_left = STEPS[step]
+    runs_before = steps_sql(postgres, "SELECT run_uuid FROM runs")
+    proxy = StoppingProxy(weak_champion, stop_at)
+    try:
+        training = subprocess.run(
+            ["make", "train"], cwd=team_project, env=client_env(proxy.url),
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    finally:
+        proxy.close()
+        if proxy.stopped:
+            weak_champion.start()
+    output = training.stdout + training.stderr
+    [[new_run, status]] = steps_sql(
+        postgres, f"SELECT run_uuid, status FROM runs WHERE run_uuid NOT IN ({quoted(runs_before)})"
+    )
+    new_versions = steps_sql(postgres, f"SELECT version FROM model_versions WHERE run_id = '{new_run}'")
+    champion = steps_sql(postgres, "SELECT version FROM registered_model_aliases WHERE alias = 'champion'")
+    untagged = steps_sql(
+        postgres,
+        "SELECT v.version FROM model_versions v LEFT JOIN model_version_tags t ON t.name = v.name "
+        "AND t.version = v.version AND t.key = 'promotion' WHERE t.value IS NULL",
+    )
+    unfinished = steps_sql(
+        postgres,
+        "SELECT v.version FROM model_versions v JOIN runs r ON r.run_uuid = v.run_id "
+        "WHERE r.status <> 'FINISHED'",
+    )
+    for [version] in new_versions:  # left behind on purpose: delete it, as the error says
+        delete_version(weak_champion.url, version)
+
+    assert proxy.stopped, f"training never reached the {step}"
+    assert training.returncode != 0
+    assert "is unreachable" in output or "could not be undone" in output, output
+    assert (status == "FINISHED") == run_finished
+    assert len(new_versions) == (1 if version_left else 0)
+    if version_left:
+        assert "delete it by hand" in output and f"'{new_versions[0][0]}'" in output, output
+    assert champion == [["1"]]
+    assert untagged == [] and unfinished == []
+
+
+def quoted(rows: list[list[str]]) -> str:
+    return ",".join(f"'{row[0]}'" for row in rows) or "''"
+
+
+def delete_version(url: str, version: str) -> None:
+    body = json.dumps({"name": "team-model", "version": version}).encode()
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/model-versions/delete", data=body, method="DELETE",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200

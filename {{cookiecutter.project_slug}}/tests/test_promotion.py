@@ -140,8 +140,7 @@ def server_gone(*args: object, **kwargs: object) -> None:
 # Each step after the fit where a tracking server may go away, and the run's status then.
 STEPS = {
     "gate": (registry, "gate", "FAILED"),
-    "registration": (mlflow, "register_model", "FINISHED"),
-    "tagging": (MlflowClient, "set_model_version_tag", "FINISHED"),
+    "registration": (mlflow, "register_model", "FINISHED"),  # the gate's reason tag with it
     "challenger alias": (MlflowClient, "set_registered_model_alias", "FINISHED"),
     "promotion": (registry, "promote", "FINISHED"),
 }
@@ -173,7 +172,7 @@ def test_a_version_that_cannot_be_undone_says_how_to_delete_it(
 ) -> None:
     client = MlflowClient()
     before = versions(client)
-    monkeypatch.setattr(MlflowClient, "set_model_version_tag", server_gone)
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", server_gone)
     monkeypatch.setattr(MlflowClient, "delete_model_version", server_gone)
 
     with pytest.raises(registry.RegistryError, match="could not be undone: delete it by hand"):

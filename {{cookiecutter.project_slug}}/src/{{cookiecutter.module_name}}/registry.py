@@ -25,6 +25,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 # The version that was champion before the last promotion: where rollback goes.
 PREVIOUS = "previous-champion"
+# The tag of each version that says why the gate promoted it or kept it back.
+PROMOTION_TAG = "promotion"
 
 
 class RegistryError(RuntimeError):
@@ -42,16 +44,18 @@ class Decision:
 def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelVersion:
     """Register a finished run's model as a new version, as the gate decided.
 
-    The version is tagged with the gate's reason, then becomes `challenger`, and
-    `champion` if the gate says so. If a step fails (a tracking server that goes away),
-    the new version is deleted again and the aliases it took are given back: no version
-    exists that looks usable without having been through the gate.
+    The version is created with the gate's reason as a tag (one request: no version
+    exists without it), then becomes `challenger`, and `champion` if the gate says so.
+    If a step fails (a tracking server that goes away), the new version is deleted
+    again and the aliases it took are given back; if even that fails, the error names
+    the version to delete.
     """
     held = {alias: version_by_alias(client, alias) for alias in (CHALLENGER, CHAMPION, PREVIOUS)}
-    model_version = mlflow.register_model(model_uri, PROJECT_SLUG)
+    model_version = mlflow.register_model(
+        model_uri, PROJECT_SLUG, tags={PROMOTION_TAG: decision.reason}
+    )
     version = str(model_version.version)
     try:
-        client.set_model_version_tag(PROJECT_SLUG, version, "promotion", decision.reason)
         client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, version)
         if decision.promote:
             promote(client, version)
