@@ -21,7 +21,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # project's direct dependencies is here.
 DEPENDENCY_MODULES = {
     "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
-    "mpl_toolkits", "mypy", "mypyc", "numpy", "pandas", "pre_commit", "prometheus_client",
+    "mpl_toolkits", "mypy", "mypyc", "numpy", "optuna", "pandas", "pre_commit", "prometheus_client",
     "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust", "pytest_randomly",
     "ruff", "schemathesis", "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",
 }  # fmt: skip

@@ -83,6 +83,7 @@ BASE_FILES = {
     "src/{module}/serving/service.py",
     "src/{module}/tracking.py",
     "src/{module}/train.py",
+    "src/{module}/tune.py",
     "src/{module}/versioning.py",
     "tests/conftest.py",
     "tests/test_cli.py",
@@ -98,6 +99,7 @@ BASE_FILES = {
     "tests/test_server.py",
     "tests/test_serving.py",
     "tests/test_training.py",
+    "tests/test_tune.py",
     "tests/test_versioning.py",
 }
 FILES_BY_CI = {

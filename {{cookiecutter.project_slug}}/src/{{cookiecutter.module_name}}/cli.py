@@ -159,6 +159,54 @@ def train(config_path: Path, data: Path | None, target: str | None) -> None:
 
 @main.command()
 @data_options
+@click.option(
+    "--trials", type=click.IntRange(min=1), help="Trials of this process. [default: tuning.trials]"
+)
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Trials at once in this process.",
+)  # fmt: skip
+@click.option("--study", "study_name", help=f"Optuna study to work on. [default: {PROJECT_SLUG}]")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True),
+    help="Seconds after which this process starts no new trial. [default: tuning.timeout]",
+)  # fmt: skip
+def tune(
+    config_path: Path, data: Path | None, target: str | None, trials: int | None, jobs: int,
+    study_name: str | None, timeout: float | None,
+) -> None:  # fmt: skip
+    """Search the estimator's parameters with Optuna, then train the best as `train` does.
+
+    Each trial is a nested MLflow run, scored by cross-validation of the training split.
+    Processes that name the same study in $OPTUNA_STORAGE (a database URL) share it.
+    """
+    from .tune import storage_url
+    from .tune import tune as run_tuning
+
+    config = read_config(config_path, data, target)
+    try:
+        with user_errors():
+            result = run_tuning(config, trials, jobs, study_name, timeout)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"Interrupted: the finished trials stay in the study; `tune` again resumes it "
+            f"({storage_url()})."
+        ) from None
+    click.echo(
+        f"Study {result.study}: {result.trials} trials here; best: trial {result.best_trial}, "
+        f"{config.promotion.metric} {result.best_value:.4f} {json.dumps(result.best_params)}"
+    )
+    if result.trained is None:
+        click.echo(f"Trial {result.best_trial} was trained and registered already.")
+        return
+    status = "is now @champion" if result.trained.promoted else "stays @challenger"
+    click.echo(
+        f"{PROJECT_SLUG} version {result.trained.version} {status}: {result.trained.reason}."
+    )
+
+
+@main.command()
+@data_options
 @click.option("--alias", default="champion", help="Evaluate the version holding this alias...")
 @click.option("--version", "version", help="...or this version number.")
 def evaluate(

@@ -109,8 +109,58 @@ class MonitoringConfig(Section):
         return window
 
 
+class ParamRange(Section):
+    """The values `tune` tries for one parameter: from `low` to `high`, or `choices`.
+
+    Integer bounds give integers; `log` samples on a log scale, `step` on a grid.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = Field(default=None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "ParamRange":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low and high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs low above 0")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        """Whether the range is of integers (both bounds, and the step if any, are)."""
+        bounds = (self.low, self.high, self.step if self.step is not None else 1)
+        return all(isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds)
+
+
+class TuningConfig(Section):
+    """The hyperparameter search of `tune`: its space, its budget and its seed."""
+
+    # Trials per `tune` process; several processes on one study add up.
+    trials: int = Field(default=20, gt=0)
+    # Seconds per `tune` process, if set: it stops starting trials then.
+    timeout: float | None = Field(default=None, gt=0)
+    # Cross-validation folds of the training split that score each trial.
+    folds: int = Field(default=3, ge=2)
+    seed: int = 42
+    space: dict[str, ParamRange] = {}
+
+
 class Config(BaseSettings):
-    """Every parameter of training, promotion and monitoring."""
+    """Every parameter of training, promotion, tuning and monitoring."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -123,6 +173,7 @@ class Config(BaseSettings):
     data: DataConfig
     estimator: EstimatorConfig
     promotion: PromotionConfig
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")

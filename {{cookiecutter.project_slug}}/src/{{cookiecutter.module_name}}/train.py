@@ -42,8 +42,10 @@ def flat_params(config: Config, estimator: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(config: Config) -> TrainResult:
+def train(config: Config, tags: dict[str, str] | None = None) -> TrainResult:
     """Train, log and register a model; promote it to champion if it beats the current one.
+
+    `tags` go on the run besides its own (`tune` ties it to its study this way).
 
     Bad data or a bad estimator fail before any run starts. A failure inside the run
     (the gate included) marks it FAILED and registers nothing: only a finished run
@@ -60,7 +62,7 @@ def train(config: Config) -> TrainResult:
     client = tracking.setup()
 
     with mlflow.start_run() as run:
-        mlflow.set_tags(tracking.run_tags(code, data_version, not_reproducible))
+        mlflow.set_tags({**tracking.run_tags(code, data_version, not_reproducible), **(tags or {})})
         mlflow.log_params(flat_params(config, estimator_params(model)))
         mlflow.log_dict(config_record(config), CONFIG_ARTIFACT)
         tracking.log_dataset(
