@@ -20,7 +20,7 @@ BENCH_DIR ?= .bench
 
 BASE_IMAGE ?= python:3.12-slim
 
-.PHONY: help install test test-static lint demo lock mutants bench-train bench-docker bench-serving clean
+.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ bench-train: install ## Benchmark MLflow's overhead in `make train` (benchmarks/
 	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)" .
 	$(MAKE) -C "$(BENCH_DIR)/customer-churn" install data
 	cd "$(BENCH_DIR)/customer-churn" && $(UV) run --locked python "$(CURDIR)/benchmarks/train_overhead.py" customer_churn
+
+bench-tune: install ## Time a 20-trial `make tune`: one process against two sharing the study (PostgreSQL)
+	rm -rf "$(BENCH_DIR)/tune" && mkdir -p "$(BENCH_DIR)/tune"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/tune" .
+	$(MAKE) -C "$(BENCH_DIR)/tune/customer-churn" install data
+	$(RUN) python benchmarks/tune_study.py "$(BENCH_DIR)/tune/customer-churn"
 
 bench-docker: install ## Benchmark the serving image against MLflow's (BASE_IMAGE=...)
 	rm -rf "$(BENCH_DIR)/docker" && mkdir -p "$(BENCH_DIR)/docker"

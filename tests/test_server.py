@@ -9,7 +9,9 @@ As root, they run as the `postgres` user, since initdb refuses root.
 import glob
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -68,7 +70,7 @@ def postgres() -> Iterator[str]:
         folder,
     )
     try:
-        for database in ("mlflow", "mlflow_auth", "mlflow_steps"):
+        for database in ("mlflow", "mlflow_auth", "mlflow_steps", "mlflow_tune", "optuna"):
             run(
                 [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
                 folder,
@@ -441,3 +443,97 @@ def delete_version(url: str, version: str) -> None:
     )  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
+
+
+# A small search, so that a study of a few trials takes seconds.
+SMALL_SEARCH = {
+    "TEAM_MODEL_TUNING__FOLDS": "2",
+    "TEAM_MODEL_TUNING__SPACE": json.dumps(
+        {"n_estimators": {"low": 5, "high": 40}, "max_depth": {"low": 2, "high": 8}}
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def tune_server(
+    team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackingServer]:
+    folder = tmp_path_factory.mktemp("tune")
+    tracking = TrackingServer(
+        team_project, server_env(f"{postgres}/mlflow_tune", folder), folder / "server.log"
+    )
+    tracking.start()
+    yield tracking
+    tracking.stop()
+
+
+def tune_env(server: TrackingServer, postgres: str) -> dict[str, str]:
+    return client_env(server.url, OPTUNA_STORAGE=f"{postgres}/optuna", **SMALL_SEARCH)
+
+
+def study_trials(postgres: str, study: str) -> list[list[str]]:
+    return sql(
+        postgres, "optuna",
+        "SELECT t.number, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        f"WHERE s.study_name = '{study}' ORDER BY t.number",
+    )  # fmt: skip
+
+
+def test_two_tune_processes_share_one_study_and_register_its_best_once(
+    tune_server: TrackingServer, team_project: Path, postgres: str
+) -> None:
+    env = tune_env(tune_server, postgres)
+    logs = [Path(tune_server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / f"tune-{n}.log" for n in (1, 2)]
+    processes = []
+    for log, trials in zip(logs, (6, 3), strict=True):
+        with log.open("w") as output:
+            processes.append(subprocess.Popen(
+                ["make", "tune", f"TRIALS={trials}", "STUDY=shared"], cwd=team_project, env=env,
+                stdout=output, stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+    codes = [process.wait(timeout=900) for process in processes]
+    outputs = [log.read_text() for log in logs]
+    trials = study_trials(postgres, "shared")
+    nested = sql(postgres, "mlflow_tune",
+                 "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                 "AND t.key = 'optuna_trial' WHERE r.run_uuid IN "
+                 "(SELECT run_uuid FROM tags WHERE key = 'mlflow.parentRunId')")  # fmt: skip
+    registered = sql(postgres, "mlflow_tune",
+                     "SELECT t.value FROM model_versions v JOIN tags t ON t.run_uuid = v.run_id "
+                     "AND t.key = 'optuna_trial'")  # fmt: skip
+
+    assert codes == [0, 0], outputs
+    assert trials == [[str(n), "COMPLETE"] for n in range(9)]  # both budgets, each trial once
+    assert sorted(int(value) for [value] in nested) == list(range(9))  # a run per trial
+    # Each process trains the study's best trial as it stands when it ends: the same
+    # trial twice is registered once.
+    bests = {re.search(r"best: trial (\d+),", text).group(1) for text in outputs}  # type: ignore[union-attr]
+    assert sorted(value for [value] in registered) == sorted(bests)
+
+
+def test_an_interrupted_tune_fails_its_running_trial_and_a_new_one_resumes(
+    tune_server: TrackingServer, team_project: Path, postgres: str
+) -> None:
+    env = tune_env(tune_server, postgres)
+    log = Path(tune_server.env["MLFLOW_ARTIFACTS_DESTINATION"]).parent / "interrupted.log"
+    with log.open("w") as output:
+        tuning = subprocess.Popen(
+            ["make", "tune", "TRIALS=100", "STUDY=resumed"], cwd=team_project, env=env,
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len([s for _, s in study_trials(postgres, "resumed") if s == "COMPLETE"]) < 2:
+        assert time.monotonic() < deadline and tuning.poll() is None, log.read_text()
+        time.sleep(0.2)
+    os.killpg(tuning.pid, signal.SIGTERM)
+    interrupted = tuning.wait(timeout=120)
+    states = [state for _, state in study_trials(postgres, "resumed")]
+    resumed = run(["make", "tune", "TRIALS=2", "STUDY=resumed"], team_project, env=env)
+    after = study_trials(postgres, "resumed")
+
+    assert interrupted != 0
+    assert "Interrupted: the finished trials stay in the study" in log.read_text()
+    assert "RUNNING" not in states and states.count("COMPLETE") >= 2
+    assert len(after) == len(states) + 2
+    assert [state for _, state in after[len(states) :]] == ["COMPLETE", "COMPLETE"]
+    assert "Study resumed: 2 trials here" in resumed
