@@ -472,6 +472,9 @@ def tune_env(server: TrackingServer, postgres: str) -> dict[str, str]:
 
 
 def study_trials(postgres: str, study: str) -> list[list[str]]:
+    """The number and state of each trial of `study`; none before Optuna made its tables."""
+    if sql(postgres, "optuna", "SELECT to_regclass('public.trials') IS NULL") == [["t"]]:
+        return []
     return sql(
         postgres, "optuna",
         "SELECT t.number, t.state FROM trials t JOIN studies s ON s.study_id = t.study_id "
