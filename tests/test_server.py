@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.client import HTTPConnection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -123,15 +124,23 @@ def server_env(backend: str, folder: Path, **extra: str) -> dict[str, str]:
     )
 
 
+@contextmanager
+def started(project: Path, backend: str, folder: Path) -> Iterator[TrackingServer]:
+    """`make tracking-server` on `backend`, its artifacts and log in `folder`, for the block."""
+    tracking = TrackingServer(project, server_env(backend, folder), folder / "server.log")
+    tracking.start()
+    try:
+        yield tracking
+    finally:
+        tracking.stop()
+
+
 @pytest.fixture(scope="module")
 def server(
     team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TrackingServer]:
-    folder = tmp_path_factory.mktemp("tracking")
-    tracking = TrackingServer(team_project, server_env(f"{postgres}/mlflow", folder), folder / "server.log")
-    tracking.start()
-    yield tracking
-    tracking.stop()
+    with started(team_project, f"{postgres}/mlflow", tmp_path_factory.mktemp("tracking")) as tracking:
+        yield tracking
 
 
 def client_env(url: str, **extra: str) -> dict[str, str]:
@@ -369,15 +378,10 @@ def weak_champion(
     team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TrackingServer]:
     """A tracking server of its own whose champion is a stump: any default model beats it."""
-    folder = tmp_path_factory.mktemp("steps")
-    tracking = TrackingServer(
-        team_project, server_env(f"{postgres}/mlflow_steps", folder), folder / "server.log"
-    )
-    tracking.start()
-    stump = client_env(tracking.url, TEAM_MODEL_ESTIMATOR__PARAMS='{"n_estimators": 1, "max_depth": 1}')
-    assert "version 1 is now @champion" in run(["make", "train"], team_project, env=stump)
-    yield tracking
-    tracking.stop()
+    with started(team_project, f"{postgres}/mlflow_steps", tmp_path_factory.mktemp("steps")) as tracking:
+        stump = client_env(tracking.url, TEAM_MODEL_ESTIMATOR__PARAMS='{"n_estimators": 1, "max_depth": 1}')
+        assert "version 1 is now @champion" in run(["make", "train"], team_project, env=stump)
+        yield tracking
 
 
 def steps_sql(postgres: str, query: str) -> list[list[str]]:
@@ -458,13 +462,8 @@ SMALL_SEARCH = {
 def tune_server(
     team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TrackingServer]:
-    folder = tmp_path_factory.mktemp("tune")
-    tracking = TrackingServer(
-        team_project, server_env(f"{postgres}/mlflow_tune", folder), folder / "server.log"
-    )
-    tracking.start()
-    yield tracking
-    tracking.stop()
+    with started(team_project, f"{postgres}/mlflow_tune", tmp_path_factory.mktemp("tune")) as tracking:
+        yield tracking
 
 
 def tune_env(server: TrackingServer, postgres: str) -> dict[str, str]:

@@ -97,6 +97,11 @@ def suggest(trial: Trial, name: str, values: ParamRange) -> Any:
     )
 
 
+def with_params(estimator: EstimatorConfig, params: dict[str, Any]) -> EstimatorConfig:
+    """The estimator with a trial's parameters over those of config.toml."""
+    return estimator.model_copy(update={"params": {**estimator.params, **params}})
+
+
 def cross_validate(
     estimator: EstimatorConfig, config: Config, x: pd.DataFrame, y: pd.Series
 ) -> list[float]:
@@ -191,9 +196,7 @@ class Objective:
                     name: suggest(trial, name, values)
                     for name, values in self.config.tuning.space.items()
                 }
-                estimator = self.config.estimator.model_copy(
-                    update={"params": {**self.config.estimator.params, **params}}
-                )
+                estimator = with_params(self.config.estimator, params)
                 scores = cross_validate(estimator, self.config, self.x, self.y)
             mean = sum(scores) / len(scores)
             metric = self.config.promotion.metric
@@ -356,9 +359,7 @@ def tune(
             TRIAL_TAG: str(best.number),
             "optuna_run_id": parent.info.run_id,
         }
-        best_estimator = config.estimator.model_copy(
-            update={"params": {**config.estimator.params, **best.params}}
-        )
+        best_estimator = with_params(config.estimator, best.params)
         try:
             trained = train(config.model_copy(update={"estimator": best_estimator}), tags)
         except BaseException:
