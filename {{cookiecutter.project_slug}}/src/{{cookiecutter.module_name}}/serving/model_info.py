@@ -6,6 +6,7 @@ run URI, or a directory written by `export-model` (as in the Docker image).
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +88,14 @@ def describe_model(uri: str) -> ServedModel:
         pinned = registered_model_uri(version, name=name)
     schema = Model.load(pinned).get_input_schema()  # type: ignore[no-untyped-call]
     return ServedModel(uri, pinned, name, version, schema)
+
+
+def missing_inputs(schema: Schema | None, columns: Iterable[str]) -> list[str]:
+    """The model's required input columns that `columns` lacks, in the signature's order.
+
+    What a request (`protocol.py`) and a batch job (`batch/`) check before scoring.
+    """
+    if schema is None or not schema.has_input_names():
+        return []
+    present = set(columns)
+    return [str(name) for name in schema.required_input_names() if name not in present]

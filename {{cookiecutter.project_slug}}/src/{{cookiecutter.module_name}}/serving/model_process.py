@@ -20,6 +20,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PyFuncModel
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
 
@@ -147,19 +148,24 @@ def load_model(model_uri: str, fast: bool = True) -> tuple[PredictFrame, Schema 
     more (1.5 ms a call). Any other model goes through `PyFuncModel.predict`.
     """
     model = mlflow.pyfunc.load_model(model_uri)
-    schema = model.metadata.get_input_schema()
+    return frame_predictor(model, fast), model.metadata.get_input_schema()
+
+
+def frame_predictor(model: PyFuncModel, fast: bool = True) -> PredictFrame:
+    """The loaded model's predict for frames typed by `to_frame` or `typed_frame`."""
+    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
     if is_direct(schema) and model.loader_module == "mlflow.sklearn":
         if not fast:
             log.info("The fast path is off (FAST_PREDICT=false).")
-            return model.get_raw_model().predict, schema
+            return model.get_raw_model().predict  # type: ignore[no-untyped-call,no-any-return]
         example = model.input_example
         typed = (
             to_frame(example.to_dict(orient="records"), schema)  # type: ignore[arg-type]
             if isinstance(example, pd.DataFrame)
             else None
         )
-        return fast_predict(model.get_raw_model(), typed), schema
-    return model.predict, schema
+        return fast_predict(model.get_raw_model(), typed)  # type: ignore[no-untyped-call]
+    return model.predict
 
 
 def predict_jobs(predict: Predict, jobs: list[IdentifiedRows]) -> list[Any]:
@@ -234,13 +240,43 @@ def to_frame(rows: Rows, schema: Schema | None) -> pd.DataFrame:
         values = [row.get(name) for row in rows]
         try:
             if data_type == DataType.string:
-                # pandas' string dtype, as `read_csv` gives: a missing value is NaN, which
-                # imputers see as missing, whether or not other rows of the batch have a value.
-                columns[name] = pd.array(values, dtype="str")
+                columns[name] = pd.array(values, dtype=column_dtype(data_type))
             else:
-                columns[name] = np.array(values, dtype=data_type.to_pandas())
+                columns[name] = np.array(values, dtype=column_dtype(data_type))
         except (TypeError, ValueError) as error:
             raise PayloadError(
                 f"Column {name!r} must hold {data_type.name} values: {error}."
+            ) from None
+    return pd.DataFrame(columns)
+
+
+def column_dtype(data_type: DataType) -> Any:
+    """The dtype of a column of this signature type in the frames the model is given.
+
+    Strings take pandas' string dtype, as `read_csv` gives: a missing value is NaN,
+    which imputers see as missing, whether or not other rows of the batch have a value.
+    """
+    return "str" if data_type == DataType.string else data_type.to_pandas()
+
+
+def typed_frame(frame: pd.DataFrame, schema: Schema | None) -> pd.DataFrame:
+    """`to_frame` for a DataFrame (a chunk of a batch job): the signature's columns and types.
+
+    Raises ValueError naming the first column whose values are not of its type.
+    """
+    if schema is None or not schema.has_input_names():
+        return frame
+    if not is_direct(schema):
+        cast: pd.DataFrame = cast_df_types_according_to_schema(frame, schema)  # type: ignore[no-untyped-call]
+        return cast
+    columns: dict[str, Any] = {}
+    for spec in schema.inputs:
+        name, data_type = str(spec.name), spec.type
+        assert isinstance(data_type, DataType)  # is_direct checked it
+        try:
+            columns[name] = frame[name].astype(column_dtype(data_type))
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"column {name!r} must hold {data_type.name} values: {error}"
             ) from None
     return pd.DataFrame(columns)

@@ -23,6 +23,8 @@ from mlflow.pyfunc.scoring_server import (
 )
 from mlflow.types import Schema
 
+from .model_info import missing_inputs
+
 PAYLOAD_FORMATS = {"dataframe_split", "dataframe_records", "instances", "inputs"}
 # Keys of MLflow's unified input for language models, which take no table.
 LLM_KEYS = {"messages", "prompt", "input"}
@@ -206,13 +208,10 @@ def parse(body: bytes, content_type: str, schema: Schema | None, max_rows: int) 
             "Send fewer rows a request, or score a file with the `predict` command.",
             status=413,
         )
-    if schema is not None and schema.has_input_names():
-        present = set().union(*rows)
-        missing = [name for name in schema.required_input_names() if name not in present]
-        if missing:
-            raise PayloadError(
-                f"Missing columns the model needs: {missing}.", code="INVALID_PARAMETER_VALUE"
-            )
+    if missing := missing_inputs(schema, set().union(*rows)):
+        raise PayloadError(
+            f"Missing columns the model needs: {missing}.", code="INVALID_PARAMETER_VALUE"
+        )
     return rows
 
 
