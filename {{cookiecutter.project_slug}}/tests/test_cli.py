@@ -79,7 +79,7 @@ def test_predict_writes_a_prediction_per_row(
 
     assert result.exit_code == 0, result.output
     lines = output.read_text().splitlines()
-    assert lines[0].endswith(",prediction")
+    assert lines[0] == '"label","prediction","model_name","model_version"'
     assert len(lines) == len(csv_path.read_text().splitlines())
 
 

@@ -20,6 +20,7 @@ from .config import (
     load_config,
     registered_model_uri,
     tracking_uri,
+    use_tracking_store,
 )
 
 # Errors whose message already says what to change: shown without a traceback.
@@ -355,20 +356,83 @@ def serve(model_uri: str | None, host: str | None, port: int | None, check: bool
 
 
 @main.command()
+@config_option
 @click.option(
-    "--input", "source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+    "--input", "location", required=True,
+    help="A CSV or Parquet file, a directory of them or a glob ('data/2026-*.parquet').",
+)  # fmt: skip
 @click.option(
-    "--output", "destination", required=True, type=click.Path(dir_okay=False, path_type=Path)
-)
-@click.option("--model-uri", help="Model to use. [default: $MODEL_URI or models:/<slug>@champion]")
-def predict(source: Path, destination: Path, model_uri: str | None) -> None:
-    """Add a prediction column to every row of a CSV file."""
-    from .predict import predict_csv
+    "--output", "destination", required=True,
+    help="local: a .parquet (or .csv) file; spark: a folder of Parquet files.",
+)  # fmt: skip
+@click.option(
+    "--engine", type=click.Choice(["local", "spark"]), default="local",
+    help="local: this process, chunk by chunk; spark: Apache Spark ($SPARK_MASTER, local[*]).",
+)  # fmt: skip
+@click.option("--model", "model_ref", help="A version number or an alias. [default: champion]")
+@click.option("--model-uri", help="Any model URI instead. [default: $MODEL_URI or the champion]")
+@click.option(
+    "--id-column", "ids", multiple=True,
+    help="Input column to carry into the output (repeat it). [default: [batch] id_columns]",
+)  # fmt: skip
+@click.option("--probabilities", is_flag=True, help="Add a probability column per class.")
+@click.option(
+    "--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local",
+    help="spark: where executors get the model's libraries (see README, Batch scoring).",
+)  # fmt: skip
+def predict(
+    config_path: Path, location: str, destination: str, engine: str, model_ref: str | None,
+    model_uri: str | None, ids: tuple[str, ...], probabilities: bool, env_manager: str,
+) -> None:  # fmt: skip
+    """Score every row of a table: ids, prediction, model name and version per row.
 
-    with user_errors():
-        count = predict_csv(model_uri or ServingConfig().model_uri, source, destination)
-    click.echo(f"Wrote {count} predictions to {destination}")
+    The output appears only once complete; an error or an interrupt leaves none.
+    """
+    from .batch.job import find_inputs, load_batch_model
+
+    if model_ref and model_uri:
+        raise click.UsageError("Pass at most one of --model and --model-uri.")
+    config = read_config(config_path, None, None)
+    if model_ref:
+        model_uri = (
+            registered_model_uri(model_ref)
+            if model_ref.isdigit()
+            else registered_model_uri(alias=model_ref)
+        )
+    columns = list(ids) or config.batch.id_columns
+    with user_errors(), interrupts_as_keyboard_interrupt():
+        use_tracking_store()
+        inputs = find_inputs(location)
+        model = load_batch_model(model_uri or ServingConfig().model_uri, probabilities)
+        try:
+            if engine == "spark":
+                from .batch.spark import score_with_spark
+
+                rows = score_with_spark(inputs, destination, model, columns, env_manager)
+            else:
+                from .batch.local import score_locally
+
+                rows = score_locally(inputs, destination, model, columns, config.batch.chunk_rows)
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                f"Interrupted: nothing was written to {destination}."
+            ) from None
+    click.echo(f"Wrote {rows} predictions of {model.label} to {destination}")
+
+
+@contextmanager
+def interrupts_as_keyboard_interrupt() -> Iterator[None]:
+    """Make SIGTERM (a scheduler stopping the job) interrupt as Ctrl-C does: cleanly."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command()

@@ -159,8 +159,19 @@ class TuningConfig(Section):
     space: dict[str, ParamRange] = {}
 
 
+class BatchConfig(Section):
+    """What `predict` carries into its output, and how many rows it reads at a time."""
+
+    # Input columns copied into each output row beside its prediction; empty: every
+    # column the model does not take (ids, and the target if the file has it).
+    id_columns: list[str] = []
+    # Rows read, scored and written at a time by the local engine: memory grows
+    # with this, never with the input's size.
+    chunk_rows: int = Field(default=100_000, gt=0)
+
+
 class Config(BaseSettings):
-    """Every parameter of training, promotion, tuning and monitoring."""
+    """Every parameter of training, promotion, tuning, batch scoring and monitoring."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -174,6 +185,7 @@ class Config(BaseSettings):
     estimator: EstimatorConfig
     promotion: PromotionConfig
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Batch scoring: one job (`job.py`), two engines: `local.py` (one machine), `spark.py`."""
