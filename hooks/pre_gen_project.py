@@ -22,8 +22,9 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DEPENDENCY_MODULES = {
     "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "locust", "matplotlib", "mlflow",
     "mpl_toolkits", "mypy", "mypyc", "numpy", "optuna", "pandas", "pre_commit", "prometheus_client",
-    "psycopg", "py", "pydantic", "pydantic_settings", "pylab", "pytest", "pytest_locust", "pytest_randomly",
-    "ruff", "schemathesis", "scipy", "skops", "sklearn", "starlette", "uvicorn", "yaml",
+    "psycopg", "py", "pyarrow", "pydantic", "pydantic_settings", "pylab", "pyspark", "pytest",
+    "pytest_locust", "pytest_randomly", "ruff", "schemathesis", "scipy", "sklearn", "skops", "starlette",
+    "tqdm", "uvicorn", "yaml",
 }  # fmt: skip
 
 

@@ -163,6 +163,7 @@ def test_image_holds_no_full_mlflow_no_compiler_no_secret_no_data(project: Path,
 
     assert "'mlflow-skinny'" in distributions
     assert "'mlflow'" not in distributions
+    assert "'pyspark'" not in distributions  # the `spark` group is for batch jobs only
     assert found == ""
     assert in_image(image, "ls -A /app") == "model"
 
