@@ -172,13 +172,13 @@ def test_predict_names_the_columns_a_csv_lacks_and_writes_nothing(
     trained: object, csv_path: Path, tmp_path: Path
 ) -> None:
     partial = tmp_path / "partial.csv"
-    pd.read_csv(csv_path).drop(columns=["size", "colour"]).to_csv(partial, index=False)
+    pd.read_csv(csv_path).drop(columns=["size", "count"]).to_csv(partial, index=False)
     output = tmp_path / "out.csv"
 
     result = CliRunner().invoke(main, ["predict", "--input", str(partial), "--output", str(output)])
 
     assert result.exit_code == 1
-    assert "lacks the model's input columns size, colour" in result.output
+    assert "lacks the model's input columns size, count" in result.output
     assert "Traceback" not in result.output
     assert not output.exists()
 
