@@ -20,7 +20,7 @@ BENCH_DIR ?= .bench
 
 BASE_IMAGE ?= python:3.12-slim
 
-.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving clean
+.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving bench-batch clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -72,6 +72,12 @@ bench-docker: install ## Benchmark the serving image against MLflow's (BASE_IMAG
 		git -c user.name=bench -c user.email=bench@example.com commit -qm bench
 	$(MAKE) -C "$(BENCH_DIR)/docker/customer-churn" install train
 	$(RUN) python benchmarks/docker_image.py "$(BENCH_DIR)/docker/customer-churn" "$(BASE_IMAGE)"
+
+bench-batch: install ## Batch scoring of 1M and 4M rows: the local engine and Spark against read-everything
+	rm -rf "$(BENCH_DIR)/batch" && mkdir -p "$(BENCH_DIR)/batch"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/batch" .
+	$(MAKE) -C "$(BENCH_DIR)/batch/customer-churn" install train
+	cd "$(BENCH_DIR)/batch/customer-churn" && $(UV) run --locked python "$(CURDIR)/benchmarks/batch_scoring.py" customer_churn
 
 mutants: install ## Mutation testing: apply each regression of scripts/mutants.py to a copy, report the survivors
 	$(RUN) python scripts/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
