@@ -351,7 +351,10 @@ def test_dockerignore_lets_in_only_what_the_image_is_built_from(cookies: Cookies
 TESTED_TARGETS = {"install", "lint", "test", "data", "train", "docker-build", "docker-smoke"}
 UNTESTABLE_TARGETS = {"docker-push"}
 # Tool set-up and registry log-in: the only commands CI runs that are not make targets.
-SETUP_COMMAND = re.compile(r"^(apt-get |apk add |pip install |echo \"\$\w+\" \| docker login )")
+SETUP_COMMAND = re.compile(
+    r"^(apt-get |apk add |pip install |echo \"\$\w+\" \| docker login "
+    r"|mkdir -p /usr/share/man/man1 && apt-get )"
+)
 PINNED_ACTION = re.compile(r"^[\w-]+/[\w-]+@[0-9a-f]{40}$")
 
 
