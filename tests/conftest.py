@@ -188,11 +188,25 @@ def sample(project: Path, rows: int) -> tuple[list[str], list[list[str]]]:
     return [header[i] for i in keep], body
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep each baked project's tests on one xdist worker, so each project is built once."""
+@pytest.hookimpl(trylast=True)  # after xdist's own renaming, which pytest 9 ignores
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each baked project's tests on one xdist worker, so each project is built once.
+
+    The scheduler of `--dist loadgroup` reads a test's group from its id,
+    `<nodeid>@<group>`. xdist 3.8 renames `item._nodeid`, but pytest 9 derives the id
+    from `item._id`: without the renaming here every group is split across the workers
+    (each of them baking every project).
+    """
     for item in items:
         callspec = getattr(item, "callspec", None)
         project = callspec.params.get("project") if callspec else None
         if isinstance(project, str):
             item.add_marker(pytest.mark.xdist_group(project))
+    if not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import coerce_node_id  # pytest 9's own constructor of node ids
+
+    for item in items:
+        groups = sorted({str(mark.args[0]) for mark in item.iter_markers("xdist_group") if mark.args})
+        if groups and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(groups)}")
