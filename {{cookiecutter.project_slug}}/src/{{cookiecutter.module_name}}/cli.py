@@ -15,6 +15,7 @@ from .config import (
     CONFIG_FILE,
     PROJECT_SLUG,
     SAMPLE_PATH,
+    SPARK_ENV_MANAGERS,
     Config,
     ServingConfig,
     load_config,
@@ -377,7 +378,7 @@ def serve(model_uri: str | None, host: str | None, port: int | None, check: bool
 )  # fmt: skip
 @click.option("--probabilities", is_flag=True, help="Add a probability column per class.")
 @click.option(
-    "--env-manager", type=click.Choice(["local", "uv", "virtualenv", "conda"]), default="local",
+    "--env-manager", type=click.Choice(SPARK_ENV_MANAGERS), default="local",
     help="spark: where executors get the model's libraries (see README, Batch scoring).",
 )  # fmt: skip
 def predict(

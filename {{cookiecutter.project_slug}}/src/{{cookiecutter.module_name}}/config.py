@@ -17,6 +17,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = PROJECT_ROOT / "config.toml"
 PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
 ENV_PREFIX = "{{ cookiecutter.module_name | upper }}_"
+# Where Spark executors get a model's libraries (mlflow.pyfunc.spark_udf's env_manager).
+SPARK_ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 # Written beside an exported model: the registered name and version it was exported from.
 MODEL_INFO_FILE = "registered_model.json"

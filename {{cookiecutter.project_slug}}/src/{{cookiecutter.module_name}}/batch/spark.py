@@ -45,6 +45,7 @@ from {{ cookiecutter.module_name }}.batch.job import (
     staged,
 )
 from {{ cookiecutter.module_name }}.config import (
+    SPARK_ENV_MANAGERS,
     ServingConfig,
     load_config,
     use_tracking_store,
@@ -52,7 +53,6 @@ from {{ cookiecutter.module_name }}.config import (
 
 MINIMUM_JAVA = 17
 DEFAULT_MASTER = "local[*]"
-ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
 # Spark's names of the signature's types, and of the prediction column's.
 SPARK_TYPES = {
     DataType.boolean: "boolean",
@@ -252,7 +252,7 @@ def spark_error(error: Exception) -> str:
 @click.option("--model-uri", help="Model to use. [default: $MODEL_URI or the champion]")
 @click.option("--id-column", "ids", multiple=True, help="[default: [batch] id_columns]")
 @click.option("--probabilities", is_flag=True, help="Add a probability column per class.")
-@click.option("--env-manager", type=click.Choice(ENV_MANAGERS), default="local")
+@click.option("--env-manager", type=click.Choice(SPARK_ENV_MANAGERS), default="local")
 def main(
     location: str, destination: str, model_uri: str | None, ids: tuple[str, ...],
     probabilities: bool, env_manager: str,
