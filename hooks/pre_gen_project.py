@@ -24,7 +24,7 @@ DEPENDENCY_MODULES = {
     "mpl_toolkits", "mypy", "mypyc", "numpy", "optuna", "pandas", "pre_commit", "prometheus_client",
     "psycopg", "py", "pyarrow", "pydantic", "pydantic_settings", "pylab", "pyspark", "pytest",
     "pytest_locust", "pytest_randomly", "ruff", "schemathesis", "scipy", "sklearn", "skops", "starlette",
-    "tqdm", "uvicorn", "yaml",
+    "tqdm", "uvicorn", "xdist", "yaml",
 }  # fmt: skip
 
 

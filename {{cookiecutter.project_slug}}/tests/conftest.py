@@ -1,16 +1,42 @@
-"""Shared fixtures: a small dataset with every kind of column, and a throwaway MLflow store."""
+"""Shared fixtures: a small dataset with every kind of column, and a throwaway MLflow store.
+
+Both tasks: a test marked `both_tasks` runs once per task (this project's first), so a
+project that switches `task` in config.toml is covered by the tests it already has; any
+other test that depends on the task runs on this project's own. Each task has a store,
+a dataset and a first training of its own.
+"""
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.module_name }}.config import Config, load_config
+from {{ cookiecutter.module_name }}.config import ENV_PREFIX, Config, Task, load_config
 from {{ cookiecutter.module_name }}.train import TrainResult, train
 
 TARGET = "label"
+PROJECT_TASK: Task = load_config().task
+# This project's task first: the tests that run on it alone share its fixtures.
+BOTH_TASKS: tuple[Task, ...] = (
+    PROJECT_TASK,
+    "regression" if PROJECT_TASK == "classification" else "classification",
+)
+# What config.toml says differently for the other task.
+TASK_SETTINGS: dict[str, dict[str, object]] = {
+    "classification": {
+        "estimator": {"name": "sklearn.ensemble.RandomForestClassifier"},
+        "promotion": {"metric": "f1"},
+        "monitoring": {"metric": "f1", "metric_tolerance": 0.1},
+    },
+    "regression": {
+        "estimator": {"name": "sklearn.ensemble.RandomForestRegressor"},
+        "promotion": {"metric": "rmse"},
+        "monitoring": {"metric": "rmse", "metric_tolerance": 0.2},
+    },
+}
 
 
 def make_frame(task: str, rows: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -42,31 +68,68 @@ def records(rows: pd.DataFrame) -> list[dict[str, object]]:
     return rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def task() -> str:
-    return load_config().task
+def parametrized_by_the_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    """Whether the test parametrizes `name` itself (a unit test of both tasks, say)."""
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        names = names.split(",") if isinstance(names, str) else names
+        if name in [n.strip() for n in names]:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Give every test that depends on the task its task: both, or this project's."""
+    if "task" not in metafunc.fixturenames or parametrized_by_the_test(metafunc, "task"):
+        return
+    both = metafunc.definition.get_closest_marker("both_tasks") is not None
+    metafunc.parametrize("task", BOTH_TASKS if both else (PROJECT_TASK,), indirect=True)
 
 
 @pytest.fixture(scope="session")
-def csv_path(tmp_path_factory: pytest.TempPathFactory, task: str) -> Path:
-    path = tmp_path_factory.mktemp("data") / "sample.csv"
+def task(request: pytest.FixtureRequest) -> Task:
+    """The task of the test's world: its data, configuration, store and first training."""
+    return getattr(request, "param", PROJECT_TASK)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(autouse=True)
+def task_in_the_environment(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Commands a test runs (`monitor`, `predict`) read config.toml: tell them the task."""
+    if "task" not in request.fixturenames:
+        yield
+        return
+    task: Task = request.getfixturevalue("task")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(f"{ENV_PREFIX}TASK", task)
+        for section, values in TASK_SETTINGS[task].items():
+            for key, value in values.items():  # type: ignore[attr-defined]
+                patch.setenv(f"{ENV_PREFIX}{section.upper()}__{key.upper()}", str(value))
+        yield
+
+
+@pytest.fixture(scope="session")
+def csv_path(tmp_path_factory: pytest.TempPathFactory, task: Task) -> Path:
+    path = tmp_path_factory.mktemp(f"data-{task}") / "sample.csv"
     make_frame(task).to_csv(path, index=False)
     return path
 
 
 @pytest.fixture(scope="session")
-def config(csv_path: Path) -> Config:
-    return load_config(data={"path": csv_path, "target": TARGET})
+def config(csv_path: Path, task: Task) -> Config:
+    overrides = {**TASK_SETTINGS[task], "data": {"path": csv_path, "target": TARGET}}
+    return load_config(task=task, **overrides)
 
 
 @pytest.fixture(scope="session")
-def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Point MLflow at a SQLite store of its own, with artifacts beside it."""
-    folder = tmp_path_factory.mktemp("mlflow")
+def tracking_store(tmp_path_factory: pytest.TempPathFactory, task: Task) -> Iterator[str]:
+    """Point MLflow at a SQLite store of the task's own, with artifacts beside it."""
+    folder = tmp_path_factory.mktemp(f"mlflow-{task}")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(folder)
+        # MLflow keeps the URI it was last given: the other task's store may be it.
+        mlflow.set_tracking_uri(uri)
         yield uri
 
 

@@ -28,6 +28,8 @@ from {{ cookiecutter.module_name }}.config import (
 from {{ cookiecutter.module_name }}.train import TrainResult
 
 ID = "customer_id"
+# Spark starts a JVM: `make test-fast` leaves it out.
+ENGINES = ["local", pytest.param("spark", marks=pytest.mark.integration)]
 FILES = 3
 
 
@@ -117,6 +119,7 @@ def spark_output(
     return output
 
 
+@pytest.mark.both_tasks
 def test_the_local_engine_predicts_as_the_model_row_for_row(
     local_output: Path, expected: np.ndarray, frame: pd.DataFrame, trained: TrainResult
 ) -> None:
@@ -129,6 +132,7 @@ def test_the_local_engine_predicts_as_the_model_row_for_row(
     assert set(scored["model_version"]) == {int(trained.version)}
 
 
+@pytest.mark.integration
 def test_the_spark_engine_predicts_as_the_model_row_for_row(
     spark_output: Path, expected: np.ndarray, frame: pd.DataFrame, trained: TrainResult
 ) -> None:
@@ -141,6 +145,7 @@ def test_the_spark_engine_predicts_as_the_model_row_for_row(
     assert set(scored["model_version"]) == {int(trained.version)}
 
 
+@pytest.mark.integration
 def test_both_engines_write_the_same_columns_and_types(
     local_output: Path, spark_output: Path
 ) -> None:
@@ -149,6 +154,8 @@ def test_both_engines_write_the_same_columns_and_types(
     assert [(f.name, f.type) for f in local] == [(f.name, f.type) for f in spark]
 
 
+@pytest.mark.integration
+@pytest.mark.both_tasks
 def test_probabilities_are_the_models_and_the_same_on_spark(
     task: str, spark_master: None, model_uri: str, tables: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -210,7 +217,7 @@ def no_output_in(folder: Path) -> bool:
     return not [path.name for path in folder.iterdir() if path.name != "inputs"]
 
 
-@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_missing_column_is_named_and_nothing_is_written(
     engine: str, spark_master: None, model_uri: str, frame: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -228,7 +235,7 @@ def test_a_missing_column_is_named_and_nothing_is_written(
     assert no_output_in(tmp_path)
 
 
-@pytest.mark.parametrize("engine", ["local", "spark"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_an_unreadable_file_is_named_and_nothing_is_written(
     engine: str, spark_master: None, model_uri: str, tables: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -277,6 +284,7 @@ def test_a_value_of_the_wrong_type_is_named_with_its_line(
     assert no_output_in(tmp_path)
 
 
+@pytest.mark.integration
 def test_an_interrupted_run_leaves_no_output_and_keeps_the_previous_one(
     trained: TrainResult, model_uri: str, frame: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -305,6 +313,7 @@ def test_an_interrupted_run_leaves_no_output_and_keeps_the_previous_one(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["big.csv", "scored.parquet"]
 
 
+@pytest.mark.integration
 def test_spark_submit_runs_the_job_module(
     spark_master: None, model_uri: str, tables: dict[str, Path], local_output: Path,
     tmp_path: Path,

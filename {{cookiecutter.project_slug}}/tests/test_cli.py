@@ -110,6 +110,7 @@ def test_export_model_without_a_champion_says_to_train(empty_store: None, tmp_pa
     assert "run `make train` first" in result.output
 
 
+@pytest.mark.integration
 def test_serve_check_scores_the_input_example(trained: object) -> None:
     result = CliRunner().invoke(main, ["serve", "--check"])
 
@@ -117,6 +118,7 @@ def test_serve_check_scores_the_input_example(trained: object) -> None:
     assert "scores its input example (5 rows)" in result.output
 
 
+@pytest.mark.integration
 def test_healthcheck_invoke_posts_the_models_example(
     trained: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

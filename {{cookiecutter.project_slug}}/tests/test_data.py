@@ -52,6 +52,7 @@ def test_fingerprint_follows_the_bytes(tmp_path: Path) -> None:
     assert fingerprint(path).md5 != first.md5
 
 
+@pytest.mark.both_tasks
 def test_split_holds_out_the_configured_share(config: Config) -> None:
     dataset = load(config.data)
     parts = split(dataset, config.data, config.task)

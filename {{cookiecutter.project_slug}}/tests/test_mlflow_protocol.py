@@ -21,6 +21,9 @@ from {{ cookiecutter.module_name }}.serving.app import create_app
 from {{ cookiecutter.module_name }}.serving.model_info import describe_model
 from {{ cookiecutter.module_name }}.train import TrainResult
 
+# The app starts a model process of its own.
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def client(trained: TrainResult) -> Iterator[TestClient]:

@@ -7,6 +7,7 @@ from {{ cookiecutter.module_name }}.data import load, split
 from {{ cookiecutter.module_name }}.pipeline import EstimatorError, build_pipeline
 
 
+@pytest.mark.both_tasks
 def test_pipeline_fits_numeric_categorical_and_missing_values(config: Config) -> None:
     parts = split(load(config.data), config.data, config.task)
     model = build_pipeline(config.estimator, config.task).fit(parts.x_train, parts.y_train)

@@ -36,6 +36,7 @@ def aliases(client: MlflowClient) -> dict[str, str]:
     return {alias: str(version) for alias, version in model.aliases.items()}
 
 
+@pytest.mark.both_tasks
 def test_a_worse_model_stays_challenger(trained: TrainResult, config: Config) -> None:
     client = MlflowClient()
     champion = aliases(client)["champion"]

@@ -21,6 +21,9 @@ from {{ cookiecutter.module_name }}.config import PROJECT_ROOT, PROJECT_SLUG
 from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.reproduce import ReproduceError, reproduce
 
+# A git repository, a DVC remote and the command line in subprocesses.
+pytestmark = pytest.mark.integration
+
 # What a copy of the project leaves behind: environments, stores, data, caches.
 NOT_COPIED = shutil.ignore_patterns(
     ".git", ".venv", ".tools", "mlflow.db", "mlartifacts", "mlruns", "data", "build",

@@ -25,6 +25,9 @@ from {{ cookiecutter.module_name }}.config import (
 )
 from {{ cookiecutter.module_name }}.train import TrainResult
 
+# Each test starts the server as a process of its own.
+pytestmark = pytest.mark.integration
+
 SERVE = [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve"]
 
 

@@ -108,6 +108,7 @@ def tuned(tracking_store: str, config: Config, tmp_path_factory: pytest.TempPath
     return Tuned(Store(folder), result, fitted, scored)
 
 
+@pytest.mark.both_tasks
 def test_each_trial_is_a_nested_run_with_its_parameters_and_score(
     tuned: Tuned, config: Config
 ) -> None:
