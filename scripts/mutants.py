@@ -112,6 +112,23 @@ CATALOGUE = [
     Mutant("ping-body", "generated code", f"{MODULE}/serving/app.py",
            'return Response("\\n", status_code=status', 'return Response("pong", status_code=status',
            "project", ("tests/test_mlflow_protocol.py",)),
+    # A branch only the other task takes: the defaults' own suite must run it (both_tasks).
+    Mutant("regression-plot-name", "generated code", f"{MODULE}/evaluation.py",
+           '("residual_vs_predicted", "residuals.png")', '("residual_vs_predicted", "residual.png")',
+           "project", ("tests/test_training.py", "-k", "plots")),
+    # A rule at its edge: exactly `flagged` of `of` windows recommends retraining.
+    Mutant("retrain-one-more", "generated code", f"{MODULE}/monitoring/monitor.py",
+           "retrain = flagged >= settings.flagged", "retrain = flagged > settings.flagged",
+           "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
+    # What the logged model carries, read back: its pinned requirements.
+    Mutant("requirement-dropped", "generated code", f"{MODULE}/tracking.py",
+           '"pandas", "numpy", "scipy"]', '"pandas", "numpy"]',
+           "project", ("tests/test_training.py", "-k", "model_files")),
+    # The server's generic error path: a bug's details never leave the server.
+    Mutant("error-leaks-cause", "generated code", f"{MODULE}/serving/app.py",
+           'error_response("Internal error: the server log has the details.", 500)',
+           'error_response(f"Internal error: {exc}", 500)',
+           "project", ("tests/test_serving.py", "-k", "unexpected_error")),
 ]  # fmt: skip
 
 

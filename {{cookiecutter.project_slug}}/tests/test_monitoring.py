@@ -18,10 +18,15 @@ from {{ cookiecutter.module_name }}.cli import main
 from {{ cookiecutter.module_name }}.config import (
     PROJECT_SLUG,
     Config,
+    MonitoringConfig,
     ServingConfig,
     registered_model_uri,
 )
-from {{ cookiecutter.module_name }}.monitoring.monitor import RETRAIN_EXIT_STATUS
+from {{ cookiecutter.module_name }}.monitoring.monitor import (
+    RETRAIN_EXIT_STATUS,
+    Window,
+    retraining_verdict,
+)
 from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
@@ -34,6 +39,7 @@ def profile_of(uri: str) -> dict[str, object]:
     return read_profile(Path(mlflow.artifacts.download_artifacts(f"{uri}/{PROFILE_PATH}")))
 
 
+@pytest.mark.both_tasks
 def test_the_profile_travels_inside_the_registered_model(
     trained: TrainResult, config: Config, tmp_path: Path
 ) -> None:
@@ -95,6 +101,8 @@ def fresh(task: str) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.integration
+@pytest.mark.both_tasks
 def test_rows_like_the_training_data_do_not_drift(
     trained: TrainResult, fresh: pd.DataFrame
 ) -> None:
@@ -111,6 +119,7 @@ def test_rows_like_the_training_data_do_not_drift(
     )
 
 
+@pytest.mark.integration
 def test_a_shifted_number_and_an_unseen_category_drift_and_nothing_else(
     trained: TrainResult, fresh: pd.DataFrame
 ) -> None:
@@ -127,6 +136,7 @@ def test_a_shifted_number_and_an_unseen_category_drift_and_nothing_else(
     assert metrics["feature_out_of_range_share"]["weight"] < 0.05
 
 
+@pytest.mark.integration
 def test_each_prediction_has_an_id_and_a_line_in_the_inference_log(
     trained: TrainResult, fresh: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -151,6 +161,7 @@ def test_each_prediction_has_an_id_and_a_line_in_the_inference_log(
     assert logged[1]["features"]["size"] == pytest.approx(rows.iloc[1]["size"])
 
 
+@pytest.mark.integration
 def test_the_inference_log_stays_within_its_budget(
     trained: TrainResult, fresh: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -170,6 +181,7 @@ def test_the_inference_log_stays_within_its_budget(
     assert dropped[0] > 0
 
 
+@pytest.mark.integration
 def test_a_model_without_a_profile_is_served_with_monitoring_off(
     trained: TrainResult, config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -197,6 +209,7 @@ def test_a_model_without_a_profile_is_served_with_monitoring_off(
     assert "no monitoring profile" in caplog.text
 
 
+@pytest.mark.integration
 def test_monitoring_can_be_turned_off(trained: TrainResult, fresh: pd.DataFrame) -> None:
     with serve(monitoring=False) as client:
         send(client, fresh.head(10))
@@ -249,6 +262,8 @@ def monitor(*args: str) -> Result:
     return CliRunner().invoke(main, ["monitor", *args])
 
 
+@pytest.mark.integration
+@pytest.mark.both_tasks
 def test_monitor_flags_the_drifted_windows_and_recommends_retraining(
     trained: TrainResult, labelled: pd.DataFrame, task: str, tmp_path: Path
 ) -> None:
@@ -292,6 +307,8 @@ def test_monitor_flags_the_drifted_windows_and_recommends_retraining(
     assert run.data.tags["monitoring.retrain"] == "true"
 
 
+@pytest.mark.integration
+@pytest.mark.both_tasks
 def test_monitor_on_an_undrifted_log_recommends_nothing(
     trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -306,6 +323,7 @@ def test_monitor_on_an_undrifted_log_recommends_nothing(
     assert "drifted" not in result.output
 
 
+@pytest.mark.integration
 def test_a_window_without_rows_says_so_and_is_not_flagged(
     trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -326,6 +344,7 @@ def test_a_window_without_rows_says_so_and_is_not_flagged(
     assert " of the last 2 windows" in result.output  # the empty ones do not count
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("damage", "says"),
     [
@@ -359,3 +378,35 @@ def test_bad_monitoring_inputs_get_one_clear_line_and_log_nothing(
     assert says in result.output
     assert "Traceback" not in result.output
     assert runs() == before
+
+
+def windows(*flags: bool, empty_at: tuple[int, ...] = ()) -> list[Window]:
+    """Windows of 500 rows, flagged or not in this order; those at `empty_at` have no rows."""
+    return [
+        Window(f"w{n}", 0 if n in empty_at else 500, reasons=["x drifted"] if flag else [])
+        for n, flag in enumerate(flags)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "empty_at", "retrain"),
+    [
+        ((True, True, False, False, False), (), True),  # exactly `flagged` of `of`
+        ((True, False, False, False, False), (), False),  # one fewer
+        ((True, True, True, True, True), (), True),  # all of them
+        ((True, True, False, False, False, False), (), False),  # the first fell out of the last 5
+        ((False, False, False, False, True, True), (), True),  # the last two of six
+        ((True, True, False, False, False, False), (5,), True),  # an empty window does not count
+        ((False, False), (), False),  # fewer windows than `of`, none flagged
+    ],
+)
+def test_retraining_is_recommended_from_flagged_of_the_last_of_windows_with_rows(
+    flags: tuple[bool, ...], empty_at: tuple[int, ...], retrain: bool
+) -> None:
+    rule = MonitoringConfig(flagged=2, of=5)
+
+    recommended, verdict = retraining_verdict(windows(*flags, empty_at=empty_at), rule)
+
+    assert recommended is retrain
+    assert verdict.startswith("Retraining recommended" if retrain else "No retraining needed")
+    assert verdict.endswith("(threshold: 2 of 5).")

@@ -27,6 +27,9 @@ from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows, Rows
 from {{ cookiecutter.module_name }}.serving.service import Service, check_serving
 from {{ cookiecutter.module_name }}.train import TrainResult
 
+# Each app starts a model process of its own (a few seconds each).
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def client(trained: TrainResult) -> Iterator[TestClient]:
@@ -59,6 +62,7 @@ def test_health_and_version(client: TestClient, trained: TrainResult) -> None:
     assert version["model_version"] == trained.version
 
 
+@pytest.mark.both_tasks
 @pytest.mark.parametrize(
     "payload_format", ["dataframe_split", "dataframe_records", "instances", "inputs"]
 )
@@ -94,6 +98,7 @@ def test_a_lone_row_with_missing_values_gets_the_in_process_prediction(
     assert response.json() == {"predictions": expected[:1]}
 
 
+@pytest.mark.both_tasks
 def test_csv_returns_the_model_predictions(
     client: TestClient, rows: pd.DataFrame, expected: list[object]
 ) -> None:
@@ -157,6 +162,26 @@ def test_metrics_count_predictions(client: TestClient, rows: pd.DataFrame) -> No
     assert "predicted_rows_total" in text
     [info] = [line for line in text.splitlines() if line.startswith("model_info")]
     assert f'name="{PROJECT_SLUG}"' in info
+
+
+def test_an_unexpected_error_is_a_500_that_tells_nothing_of_its_cause(
+    client: TestClient, rows: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generic error path: a bug answers in JSON, and its details stay in the log."""
+
+    def bug(*args: object) -> None:
+        raise RuntimeError("a secret detail of the bug")
+
+    monkeypatch.setattr(client.app.state.service, "parse", bug)  # type: ignore[attr-defined]
+
+    response = client.post("/invocations", json={"dataframe_records": records(rows)})
+
+    assert response.status_code == 500
+    assert response.json()["message"] == "Internal error: the server log has the details."
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    monkeypatch.undo()
+    assert client.post("/invocations", json={"dataframe_records": records(rows)}).status_code == 200
 
 
 def test_openapi_documents_invocations(client: TestClient) -> None:
@@ -273,6 +298,7 @@ def test_payloads_of_the_wrong_shape_say_what_shape_is_expected(
     assert says in response.json()["message"]
 
 
+@pytest.mark.both_tasks
 def test_metrics_count_requests_by_route_and_predictions(
     client: TestClient, rows: pd.DataFrame, task: str
 ) -> None:

@@ -1,8 +1,11 @@
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
+import pandas as pd
 import pytest
+from conftest import TARGET
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
@@ -10,9 +13,11 @@ from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
 from {{ cookiecutter.module_name }}.reproduce import CONFIG_ARTIFACT
+from {{ cookiecutter.module_name }}.tracking import SERVING_DISTRIBUTIONS
 from {{ cookiecutter.module_name }}.train import TrainResult, train
 
 
+@pytest.mark.both_tasks
 def test_training_logs_a_complete_run(trained: TrainResult, config: Config) -> None:
     run = MlflowClient().get_run(trained.run_id)
 
@@ -31,6 +36,7 @@ def test_training_logs_a_complete_run(trained: TrainResult, config: Config) -> N
     assert dataset_input.dataset.digest == digests.md5
 
 
+@pytest.mark.both_tasks
 def test_training_logs_a_configuration_that_reads_back(
     trained: TrainResult, config: Config
 ) -> None:
@@ -49,6 +55,7 @@ def test_a_run_on_data_dvc_does_not_track_is_tagged_not_reproducible(
     assert tags["not_reproducible_because"]
 
 
+@pytest.mark.both_tasks
 def test_training_logs_plots(trained: TrainResult, config: Config) -> None:
     artifacts = {a.path for a in MlflowClient().list_artifacts(trained.run_id, "plots")}
     expected = (
@@ -60,7 +67,10 @@ def test_training_logs_plots(trained: TrainResult, config: Config) -> None:
     assert expected <= artifacts
 
 
-def test_first_model_becomes_champion_with_its_model_files(trained: TrainResult) -> None:
+@pytest.mark.both_tasks
+def test_first_model_becomes_champion_with_its_model_files(
+    trained: TrainResult, config: Config
+) -> None:
     client = MlflowClient()
     version = client.get_model_version(PROJECT_SLUG, trained.version)
 
@@ -68,9 +78,13 @@ def test_first_model_becomes_champion_with_its_model_files(trained: TrainResult)
     assert "champion" in version.aliases
     model = mlflow.models.get_model_info(f"models:/{PROJECT_SLUG}/{trained.version}")
     assert model.signature is not None
+    features = pd.read_csv(config.data.path, nrows=1).drop(columns=TARGET).columns
+    assert model.signature.inputs.input_names() == list(features)
     assert model.flavors["sklearn"]["serialization_format"] == "skops"
     requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{PROJECT_SLUG}/{trained.version}")
-    assert all("==" in line for line in Path(requirements).read_text().split())
+    # Exactly what serving needs, pinned to what it was trained with.
+    pinned = dict(line.split("==") for line in Path(requirements).read_text().split())
+    assert pinned == {name: installed_version(name) for name in SERVING_DISTRIBUTIONS}
 
 
 def test_failed_training_marks_the_run_failed_and_registers_nothing(

@@ -78,6 +78,19 @@ class Window:
         return ""
 
 
+def retraining_verdict(windows: list[Window], settings: MonitoringConfig) -> tuple[bool, str]:
+    """Whether to retrain, and why: `flagged` or more of the last `of` windows with rows are."""
+    recent = [window for window in windows if window.rows][-settings.of :]
+    flagged = sum(window.flagged for window in recent)
+    retrain = flagged >= settings.flagged
+    verdict = (
+        f"{'Retraining recommended' if retrain else 'No retraining needed'}: "
+        f"{flagged} of the last {len(recent)} windows flagged "
+        f"(threshold: {settings.flagged} of {settings.of})."
+    )
+    return retrain, verdict
+
+
 @dataclass
 class Result:
     """What `monitor` found, and its verdict."""
@@ -268,14 +281,7 @@ def monitor(
         score_window(label, rows, features, profile, settings, task)
         for label, rows in cut(frame, settings.window)
     ]
-    recent = [window for window in windows if window.rows][-settings.of :]
-    flagged = sum(window.flagged for window in recent)
-    retrain = flagged >= settings.flagged
-    verdict = (
-        f"{'Retraining recommended' if retrain else 'No retraining needed'}: "
-        f"{flagged} of the last {len(recent)} windows flagged "
-        f"(threshold: {settings.flagged} of {settings.of})."
-    )
+    retrain, verdict = retraining_verdict(windows, settings)
     result = Result(
         model,
         version,
