@@ -159,20 +159,28 @@ PROJECTS = {
     "defaults": {},
     "regression": {"project_name": "Prévision Énergie", "task": "regression", "python_version": "3.13"},
 }
+# The project's own suite: whole on the defaults (it runs its task-dependent tests on
+# both tasks itself, and no Python file of a bake depends on another option); the other
+# bake runs its unit layer, and the tiers' own tests check what its options change
+# (Python 3.13, a name that is not ASCII, regression end to end).
+OWN_TESTS = {"defaults": "test", "regression": "test-fast"}
+# A check that no option changes runs on the defaults alone.
+DEFAULTS_ONLY = pytest.mark.parametrize("project", ["defaults"], indirect=True)
 
 
 @pytest.fixture(scope="session", params=list(PROJECTS), ids=lambda name: f"project:{name}")
 def project(request: pytest.FixtureRequest, cookies_session: Cookies) -> Path:
-    """A baked project, committed to git, through `make install lint test data train`."""
+    """A baked project, committed to git, through `make install lint test data train`
+    (`test-fast` on the bake other than the defaults: see OWN_TESTS)."""
     require_tier("project", which("uv", "make", "git"))
     path = bake(cookies_session, **PROJECTS[request.param])
     run(["git", "init", "-q"], path)
     run(["git", "add", "-A"], path)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "Bake"], path)
-    for target in ["install", "lint", "test", "data", "train"]:
+    for target in ["install", "lint", OWN_TESTS[request.param], "data", "train"]:
         # The project's own suite (Spark's batch tests included) shares two cores with
         # the other worker's: give it the time it takes there, not a smaller target's.
-        run(["make", target], path, timeout=2400 if target == "test" else 900)
+        run(["make", target], path, timeout=2400 if target.startswith("test") else 900)
     return path
 
 

@@ -20,7 +20,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TEMPLATE, Background, clean_env, free_port, http, require_tier, run, sample, which
+from conftest import (
+    DEFAULTS_ONLY,
+    TEMPLATE,
+    Background,
+    clean_env,
+    free_port,
+    http,
+    require_tier,
+    run,
+    sample,
+    which,
+)
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.project
@@ -132,6 +143,7 @@ def mlflow_server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     serving.stop()
 
 
+@DEFAULTS_ONLY
 def test_both_servers_answer_every_case_of_mlflows_tests_alike(
     project: Path, server: str, mlflow_server: str
 ) -> None:
@@ -166,6 +178,7 @@ def test_both_servers_answer_every_case_of_mlflows_tests_alike(
         assert raw(f"{server}{route}") == raw(f"{mlflow_server}{route}"), route
 
 
+@DEFAULTS_ONLY
 def test_server_names_a_missing_column(project: Path, server: str) -> None:
     columns, body = sample(project, 1)
 
@@ -178,6 +191,7 @@ def test_server_names_a_missing_column(project: Path, server: str) -> None:
     assert columns[0] in answer["message"]
 
 
+@DEFAULTS_ONLY
 def test_locustfile_load_tests_the_server_without_failures(
     project: Path, server: str, tmp_path: Path
 ) -> None:
@@ -190,6 +204,7 @@ def test_locustfile_load_tests_the_server_without_failures(
     assert int(total["Failure Count"]) == 0
 
 
+@DEFAULTS_ONLY
 def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) -> None:
     require_tier("project", which("wrk"))
 
@@ -208,21 +223,6 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
     ways = ["MLflow pyfunc predict", "scikit-learn predict", "fast path"]
     in_process = re.compile(rf"^({'|'.join(ways)}) +[\d.]+/[\d.]+ ", re.MULTILINE)
     assert set(in_process.findall(output)) == set(ways)
-
-
-def test_a_worse_model_stays_challenger(project: Path) -> None:
-    """A one-split forest, configured through the environment, cannot beat the default forest."""
-    prefix = slug(project).replace("-", "_").upper()
-    env = clean_env(**{f"{prefix}_ESTIMATOR__PARAMS": '{"n_estimators": 1, "max_depth": 1}'})
-
-    output = run(["make", "train"], project, env=env)
-
-    assert "version 2 stays @challenger" in output
-    mlflow = client(project)
-    aliases = {alias: str(v) for alias, v in mlflow.get_registered_model(slug(project)).aliases.items()}
-    assert aliases == {"champion": "1", "challenger": "2"}
-    [latest, _] = mlflow.search_runs([mlflow.get_experiment_by_name(slug(project)).experiment_id])
-    assert latest.data.params["estimator.max_depth"] == "1"
 
 
 def bare_path(folder: Path) -> str:
@@ -265,6 +265,7 @@ def requirement_name(requirement: str) -> str:
     return re.split(r"[\[=<>!~ ;]", requirement)[0].lower().replace("_", "-")
 
 
+@DEFAULTS_ONLY
 def test_the_pre_hook_refuses_every_import_name_of_the_projects_dependencies(project: Path) -> None:
     """A module_name equal to one would shadow it: the hook's list must hold them all."""
     hook = ast.parse((TEMPLATE / "hooks" / "pre_gen_project.py").read_text())
@@ -293,6 +294,7 @@ def test_the_pre_hook_refuses_every_import_name_of_the_projects_dependencies(pro
     assert imported <= listed, f"add to DEPENDENCY_MODULES: {sorted(imported - listed)}"
 
 
+@DEFAULTS_ONLY
 def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) -> None:
     """Every hook installs from PyPI; the committed bake is already clean."""
     run(["uv", "run", "--locked", "pre-commit", "run", "--all-files", "--show-diff-on-failure"], project)

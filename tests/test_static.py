@@ -1,6 +1,7 @@
 """Static tier: every option value bakes into the exact files, and every file is valid."""
 
 import ast
+import hashlib
 import itertools
 import json
 import re
@@ -135,6 +136,31 @@ def ruff(project: Path, *args: str) -> None:
         pytest.fail(f"ruff {' '.join(args)} failed:\n{process.stdout}{process.stderr}")
 
 
+# Digests of the Python a worker has seen pass ruff: the combinations differ in their
+# rendered non-Python files, rarely in their Python, and ruff need not see it twice.
+RUFF_PASSED: set[str] = set()
+
+
+def python_digest(project: Path) -> str:
+    """What ruff's verdict depends on: each Python file, and the settings ruff reads."""
+    digest = hashlib.sha256()
+    for path in sorted(project.rglob("*.py")):
+        digest.update(path.relative_to(project).as_posix().encode() + b"\0" + path.read_bytes())
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    settings = [pyproject["project"].get("requires-python"), pyproject.get("tool", {}).get("ruff")]
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def ruff_once(project: Path) -> None:
+    """`ruff check` and `ruff format --check`, unless the same Python passed them already."""
+    key = python_digest(project)
+    if key not in RUFF_PASSED:
+        ruff(project, "check")
+        ruff(project, "format", "--check")
+        RUFF_PASSED.add(key)
+
+
 def hadolint(project: Path) -> None:
     hadolint_bin = Path(sys.executable).with_name("hadolint")
     process = subprocess.run(
@@ -170,8 +196,7 @@ def test_every_combination_bakes_valid_files(cookies: Cookies, combination: dict
 
     assert baked_files(project) == expected_files("customer_churn", combination["ci_provider"])
     assert_valid_files(project)
-    ruff(project, "check")
-    ruff(project, "format", "--check")
+    ruff_once(project)
     hadolint(project)
     assert (project / ".python-version").read_text().strip() == combination["python_version"]
     assert (
