@@ -56,6 +56,7 @@ def send(client: TestClient, case: Case) -> Any:
     return client.post("/invocations", content=case.body, headers=headers)
 
 
+@pytest.mark.both_tasks
 def test_every_case_of_mlflows_test_suite_is_answered_as_mlflow_answers_it(
     client: TestClient, trained: TrainResult, example: dict[str, Any]
 ) -> None:
