@@ -7,6 +7,11 @@ MLPIPE_TEST_BASE_IMAGE_<major>_<minor> (e.g. MLPIPE_TEST_BASE_IMAGE_3_12=mlpipe-
 built by scripts/build_base_images.sh where no registry is reachable); unset, the
 Dockerfile's default (python:<version>-slim) is pulled. Builds and containers use host
 networking and bind to 127.0.0.1.
+
+Both bakes build their image and check what their options change (the Python version,
+the task, the name): predictions, labels, health, contents, live drift. What no option
+changes (the user, a clean stop, `make docker-smoke`, Parquet refused, the stack) is
+checked on the defaults alone.
 """
 
 import json
@@ -23,7 +28,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEMPLATE, clean_env, free_port, http, require_tier, run, sample, wait_healthy, which
+from conftest import (
+    DEFAULTS_ONLY,
+    TEMPLATE,
+    clean_env,
+    free_port,
+    http,
+    require_tier,
+    run,
+    sample,
+    wait_healthy,
+    which,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -94,6 +110,7 @@ def in_image(image: str, script: str) -> str:
     return docker("run", "--rm", "--network", "host", "--entrypoint", "sh", image, "-c", script)
 
 
+@DEFAULTS_ONLY
 def test_image_runs_as_a_fixed_non_root_user(container: tuple[str, str]) -> None:
     assert docker("exec", container[0], "id", "-u") == "10001"
 
@@ -168,6 +185,7 @@ def test_image_holds_no_full_mlflow_no_compiler_no_secret_no_data(project: Path,
     assert in_image(image, "ls -A /app") == "model"
 
 
+@DEFAULTS_ONLY
 def test_docker_stop_is_quick_and_clean(image: str) -> None:
     """SIGTERM reaches the server (exec-form entrypoint): it exits well within 10 s."""
     container_id, _ = start(image)
@@ -183,6 +201,7 @@ def test_docker_stop_is_quick_and_clean(image: str) -> None:
     assert exit_code == "0"
 
 
+@DEFAULTS_ONLY
 def test_make_docker_smoke_checks_a_prediction(project: Path, image: str) -> None:
     """The CI workflows' check of a running container, as they run it."""
     port = free_port()
@@ -216,6 +235,7 @@ def test_image_carries_the_monitoring_profile_and_serves_live_drift(
     assert re.search(r"^monitoring_window_rows [1-9]", metrics, re.MULTILINE)
 
 
+@DEFAULTS_ONLY
 def test_parquet_in_the_image_is_refused_naming_pyarrow(project: Path, container: tuple[str, str]) -> None:
     """The image leaves pyarrow out (README: the differences from `mlflow models serve`)."""
     status, answer = http(f"{container[1]}/invocations", b"PAR1 not really", "application/vnd.apache.parquet")
@@ -348,7 +368,7 @@ def predict(project: Path) -> tuple[int, Any]:
     return http(f"{SERVING}/invocations", json.dumps(payload).encode())
 
 
-@pytest.mark.parametrize("project", ["defaults"], indirect=True)
+@DEFAULTS_ONLY
 def test_stack_trains_serves_and_keeps_its_runs_and_champion_across_a_restart(
     project: Path, image: str, stack_env: dict[str, str]
 ) -> None:

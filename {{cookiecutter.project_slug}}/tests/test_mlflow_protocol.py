@@ -5,6 +5,7 @@ the ones measured beside them); the template's tests also send each one to
 `mlflow models serve` on the same model and check that both servers agree.
 """
 
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from mlflow.pyfunc import PyFuncModel
 from mlflow_scoring_cases import Case, cases, parquet
 
 from {{ cookiecutter.module_name }}.config import registered_model_uri
@@ -40,9 +42,15 @@ def example(trained: TrainResult) -> dict[str, Any]:
     return split
 
 
+@functools.cache
+def loaded(tracking_uri: str, uri: str) -> PyFuncModel:
+    """A model loaded once for all the cases; the tracking URI tells each task's store apart."""
+    return mlflow.pyfunc.load_model(uri)
+
+
 def in_process(trained: TrainResult, columns: list[str], case: Case) -> list[Any]:
     """The model's predictions of the case's rows, loaded and called in this process."""
-    model = mlflow.pyfunc.load_model(registered_model_uri(trained.version))
+    model = loaded(mlflow.get_tracking_uri(), registered_model_uri(trained.version))
     frame = pd.DataFrame(list(case.scored), columns=columns)
     schema = model.metadata.get_input_schema()
     assert schema is not None
