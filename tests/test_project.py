@@ -118,6 +118,15 @@ def raw(url: str, body: bytes | None = None, content_type: str | None = None) ->
         connection.close()
 
 
+def error_code(body: bytes) -> str | None:
+    """The `error_code` of an error in JSON; None for any other body (MLflow's 415s are text)."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return None
+    return answer.get("error_code") if isinstance(answer, dict) else None
+
+
 def mlflow_cases(project: Path):
     """The baked project's catalogue of MLflow's scoring-server cases."""
     path = project / "tests" / "mlflow_scoring_cases.py"
@@ -171,6 +180,13 @@ def test_both_servers_answer_every_case_of_mlflows_tests_alike(
             error = json.loads(ours[1])
             if not (error.get("error_code") and error.get("message")):
                 wrong.append(f"{case.name}: our error {ours[1][:200]!r} lacks error_code or message")
+            their_code = error_code(theirs[1])
+            if their_code is not None and error.get("error_code") != their_code:
+                wrong.append(f"{case.name}: our error_code {error.get('error_code')}, MLflow's {their_code}")
+            if their_code != case.error_code:
+                wrong.append(
+                    f"{case.name}: MLflow's error_code is {their_code}, the catalogue says {case.error_code}"
+                )
 
     assert not wrong, "\n".join(wrong)
     assert len(cases) > 50

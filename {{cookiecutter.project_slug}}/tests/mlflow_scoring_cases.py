@@ -39,6 +39,10 @@ class Case:
     # Where this server deliberately differs: its status, and why.
     ours: int | None = None
     why: str = ""
+    # MLflow's `error_code` of a refusal in JSON (a 415 of MLflow's is plain text):
+    # BAD_REQUEST where it cannot parse the body, INVALID_PARAMETER_VALUE where the
+    # model's schema does not find its columns in what it parsed.
+    error_code: str | None = None
 
     @property
     def expected_status(self) -> int:
@@ -60,6 +64,17 @@ def numeric_column(columns: list[str], rows: list[list[Any]]) -> str | None:
     return None
 
 
+def tensor_error_code(columns: list[str], rows: list[list[Any]]) -> str:
+    """MLflow's code for rows given as lists: it casts every value to the first column's type.
+
+    A word in a table whose first column is numeric fails that cast (BAD_REQUEST);
+    otherwise the cast works and the schema finds none of the model's columns.
+    """
+    first_is_numeric = numeric_column(columns[:1], [row[:1] for row in rows]) is not None
+    words = any(isinstance(value, str) for row in rows for value in row)
+    return "BAD_REQUEST" if first_is_numeric and words else "INVALID_PARAMETER_VALUE"
+
+
 def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
     """Every case, for a model whose input example has `columns` and `rows` (JSON values)."""
     records = [dict(zip(columns, row, strict=True)) for row in rows]
@@ -72,27 +87,47 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
     one = scored[:1]
     found = [
         # test_scoring_server_responds_to_malformed_json_input_with_error_code_and_message
-        Case("malformed JSON", JSON, b"this is,,,, not valid json", 400),
+        Case("malformed JSON", JSON, b"this is,,,, not valid json", 400, error_code="BAD_REQUEST"),
         # ..._responds_to_invalid_json_format_with_error_code_and_message
-        Case("a number", JSON, b"1", 400),
-        Case("a string", JSON, b'"1"', 400),
-        Case("a list", JSON, b"[1]", 400),
-        Case("no format key", JSON, dumps({"not": "a serialized dataframe"}), 400),
+        Case("a number", JSON, b"1", 400, error_code="BAD_REQUEST"),
+        Case("a string", JSON, b'"1"', 400, error_code="BAD_REQUEST"),
+        Case("a list", JSON, b"[1]", 400, error_code="BAD_REQUEST"),
+        Case(
+            "no format key",
+            JSON,
+            dumps({"not": "a serialized dataframe"}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
         Case(
             "two format keys",
             JSON,
             dumps({"dataframe_records": [], "dataframe_split": {"data": []}}),
             400,
+            error_code="BAD_REQUEST",
         ),
         # ..._responds_to_invalid_pandas_input_format_with_stacktrace_and_error_code
-        Case("records under dataframe_split", JSON, dumps({"dataframe_split": records}), 400),
-        Case("split under dataframe_records", JSON, dumps({"dataframe_records": with_index}), 400),
+        Case(
+            "records under dataframe_split",
+            JSON,
+            dumps({"dataframe_split": records}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "split under dataframe_records",
+            JSON,
+            dumps({"dataframe_records": with_index}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
         # ..._responds_to_invalid_dataframe_with_stacktrace_and_error_code
         Case(
             "split whose index and data disagree",
             JSON,
             dumps({"dataframe_split": {"index": [1, 2], "data": [[1], [2], [3]]}}),
             400,
+            error_code="BAD_REQUEST",
         ),
         # ..._responds_to_incompatible_inference_dataframe_with_stacktrace_and_error_code
         Case(
@@ -108,9 +143,10 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
                 }
             ),
             400,
+            error_code="INVALID_PARAMETER_VALUE",
         ),
         # ..._responds_to_invalid_csv_input_with_stacktrace_and_error_code
-        Case("empty CSV", CSV, b"", 400),
+        Case("empty CSV", CSV, b"", 400, error_code="BAD_REQUEST"),
         # ..._successfully_evaluates_correct_dataframes_with_pandas_records_orientation
         Case("dataframe_records", JSON, dumps({"dataframe_records": records}), 200, scored),
         Case(
@@ -136,7 +172,13 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
         Case("unsupported content type", "not_a_supported_content_type", dumps(split), 415),
         Case("unknown content-type parameter", f"{JSON}; something=something", dumps(split), 415),
         # ..._successfully_evaluates_correct_tf_serving_sklearn (a table needs its names)
-        Case("instances as lists of values", JSON, dumps({"instances": rows}), 400),
+        Case(
+            "instances as lists of values",
+            JSON,
+            dumps({"instances": rows}),
+            400,
+            error_code=tensor_error_code(columns, rows),
+        ),
         # test_serving_model_with_schema: columns in another order, records, columnar inputs
         Case(
             "dataframe_split, columns in another order",
@@ -182,7 +224,13 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
             200,
             scored,
         ),
-        Case("a language model's key", JSON, dumps({"dataframe_split": split, "input": 1}), 400),
+        Case(
+            "a language model's key",
+            JSON,
+            dumps({"dataframe_split": split, "input": 1}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
         Case("instances as records", JSON, dumps({"instances": records}), 200, scored),
         Case("inputs as records", JSON, dumps({"inputs": records}), 200, scored),
         Case(
@@ -190,18 +238,38 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
             JSON,
             dumps({"dataframe_records": records, "instances": records}),
             400,
+            error_code="BAD_REQUEST",
         ),
-        Case("empty dataframe_records", JSON, dumps({"dataframe_records": []}), 400),
-        Case("empty instances", JSON, dumps({"instances": []}), 400),
-        Case("empty inputs", JSON, dumps({"inputs": []}), 400),
+        Case(
+            "empty dataframe_records",
+            JSON,
+            dumps({"dataframe_records": []}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "empty instances",
+            JSON,
+            dumps({"instances": []}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "empty inputs", JSON, dumps({"inputs": []}), 400, error_code="INVALID_PARAMETER_VALUE"
+        ),
         Case(
             "dataframe_split without rows",
             JSON,
             dumps({"dataframe_split": {"columns": columns, "data": []}}),
             400,
+            error_code="BAD_REQUEST",
         ),
         Case(
-            "dataframe_split without columns", JSON, dumps({"dataframe_split": {"data": rows}}), 400
+            "dataframe_split without columns",
+            JSON,
+            dumps({"dataframe_split": {"data": rows}}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
         ),
         Case(
             "JSON with a byte-order mark",
@@ -272,12 +340,97 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
                 }
             ),
             400,
+            error_code="INVALID_PARAMETER_VALUE",
         ),
         Case(
             "a missing column (CSV)",
             CSV,
             frame.drop(columns=columns[0]).to_csv(index=False).encode(),
             400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        # The payloads of issue "The last differences from `mlflow models serve`", and the
+        # shapes MLflow's `parse_tf_serving_input` reads beside them (MLflow 3.17.2).
+        Case("inputs as a row of single values", JSON, dumps({"inputs": one[0]}), 200, one),
+        Case("instances as a row of single values", JSON, dumps({"instances": one[0]}), 200, one),
+        Case(
+            "inputs: single values beside a column",
+            JSON,
+            dumps({"inputs": {**one[0], columns[0]: [r[columns[0]] for r in scored[:2]]}}),
+            200,
+            tuple({**one[0], columns[0]: r[columns[0]]} for r in scored[:2]),
+        ),
+        Case(
+            "inputs: columns of different lengths",
+            JSON,
+            dumps(
+                {"inputs": {c: [r[c] for r in scored[: 1 + (c == columns[0])]] for c in columns}}
+            ),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "instances whose values are vectors",
+            JSON,
+            dumps({"instances": [{**r, columns[0]: [r[columns[0]]] * 2} for r in one]}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "inputs whose columns are matrices",
+            JSON,
+            dumps({"inputs": {c: [[r[c]] for r in records] for c in columns}}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "instances: rows of other columns",
+            JSON,
+            dumps(
+                {
+                    "instances": [
+                        records[0],
+                        {k: v for k, v in records[1].items() if k != columns[0]},
+                    ]
+                }
+            ),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "inputs: an empty object",
+            JSON,
+            dumps({"inputs": {}}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "inputs: columns without values",
+            JSON,
+            dumps({"inputs": {c: [] for c in columns}}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "a chat request",
+            JSON,
+            dumps({"messages": [{"role": "user", "content": "Hello"}]}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "a completions request",
+            JSON,
+            dumps({"prompt": "Hello"}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "an embeddings request",
+            JSON,
+            dumps({"input": "Hello"}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
         ),
         Case(
             "no content type",
@@ -308,6 +461,7 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
                 JSON,
                 dumps({"dataframe_records": change(lambda v: "abc")}),
                 400,
+                error_code="BAD_REQUEST",
             ),
             Case(
                 "a missing number",

@@ -81,6 +81,10 @@ def test_every_case_of_mlflows_test_suite_is_answered_as_mlflow_answers_it(
             error = response.json()
             if not (isinstance(error.get("error_code"), str) and error.get("message")):
                 wrong.append(f"{case.name}: {response.text[:200]} has no error_code and message")
+            elif case.error_code and error["error_code"] != case.error_code:
+                wrong.append(
+                    f"{case.name}: error_code {error['error_code']}, not {case.error_code}"
+                )
             if "Traceback" in response.text:
                 wrong.append(f"{case.name}: a stack trace left the server")
 

@@ -22,6 +22,7 @@ from mlflow.pyfunc.scoring_server import (
     predictions_to_json,
 )
 from mlflow.types import Schema
+from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
 
 from .model_info import missing_inputs
 
@@ -87,24 +88,63 @@ def as_records(payload: dict[str, Any]) -> dict[str, Any]:
 
     MLflow parses those two keys as tensors, which turns a missing string value
     (null) into the string "None" and silently changes the prediction. Rows
-    (a list of objects) and columns (an object of equal-length lists) are tables:
-    the dataframe parser keeps their missing values missing.
+    (a list of objects) and columns (an object of lists, or of single values for one
+    row, as MLflow reads them) are tables: the dataframe parser keeps their missing
+    values missing. Refused as MLflow refuses them: rows of `instances` with other
+    columns, columns of different lengths, and vectors where a value belongs.
     """
     key = "instances" if "instances" in payload else "inputs"
     data = payload.get(key)
     if isinstance(data, list) and data and all(isinstance(row, dict) for row in data):
+        if key == "instances" and len({frozenset(row) for row in data}) > 1:
+            raise PayloadError("The rows of 'instances' must all have the same columns.")
         rows = data
-    elif isinstance(data, dict) and data and all(isinstance(c, list) for c in data.values()):
-        if len({len(c) for c in data.values()}) != 1:
-            raise PayloadError(f"The columns of {key!r} must all have the same number of values.")
-        rows = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+    elif isinstance(data, dict) and data and all(map(is_column_or_value, data.values())):
+        rows = column_rows(key, data)
     else:
         return payload
+    if any(isinstance(value, list | dict) for row in rows for value in row.values()):
+        raise PayloadError(
+            f"Each value of {key!r} must be a single value of its column and row, "
+            "not a list or an object: the model takes a table.",
+            code="INVALID_PARAMETER_VALUE",
+        )
     return {**{k: v for k, v in payload.items() if k != key}, "dataframe_records": rows}
+
+
+def is_column_or_value(value: Any) -> bool:
+    """A column (a list of values) or a single value, as `inputs` may give a column."""
+    return value is None or isinstance(value, list | str | int | float | bool)
+
+
+def column_rows(key: str, columns: dict[str, Any]) -> Rows:
+    """The rows of columns: lists of one length, or single values repeated down every row.
+
+    MLflow builds its frame from them the same way (`pd.DataFrame`), so a payload of
+    single values alone is one row.
+    """
+    lengths = {len(column) for column in columns.values() if isinstance(column, list)}
+    if len(lengths) > 1:
+        raise PayloadError(
+            f"The columns of {key!r} must all have the same number of values.",
+            code="INVALID_PARAMETER_VALUE",
+        )
+    count = lengths.pop() if lengths else 1
+    lists = [value if isinstance(value, list) else [value] * count for value in columns.values()]
+    return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 
 
 def split_rows(split: Any) -> Rows:
     """The rows of a `dataframe_split` payload: {"columns": [...], "data": [[...], ...]}."""
+    if isinstance(split, dict) and "data" in split and "columns" not in split:
+        # As MLflow: a frame it cannot build is a bad request (raised here); one it
+        # can build has numbered columns, none of them the model's.
+        dataframe_from_parsed_json(split, pandas_orient="split")  # type: ignore[no-untyped-call]
+        raise PayloadError(
+            "`dataframe_split` must be an object with `columns` and `data`: "
+            "without `columns`, none of the model's inputs is named.",
+            code="INVALID_PARAMETER_VALUE",
+        )
     if not isinstance(split, dict) or not {"columns", "data"} <= split.keys() <= {
         "columns",
         "data",
@@ -132,7 +172,10 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
     if not isinstance(payload, dict):
         raise PayloadError(f"The JSON body must be an object with one of {FORMATS}.")
     if llm := sorted(payload.keys() & LLM_KEYS):
-        raise PayloadError(f"The model takes a table, not a language model's input {llm}.")
+        raise PayloadError(
+            f"The model takes a table, not a language model's input {llm}.",
+            code="INVALID_PARAMETER_VALUE",
+        )
     # As MLflow's server: keys other than the formats (and `params`) are ignored.
     formats = sorted(payload.keys() & PAYLOAD_FORMATS)
     if len(formats) != 1:
@@ -140,6 +183,9 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
             f"Use exactly one of {FORMATS}; the body has "
             f"{', '.join(formats) if formats else 'none'} (keys: {sorted(payload)})."
         )
+    if formats[0] != "dataframe_split" and payload[formats[0]] in ([], {}):
+        # MLflow finds no column in it, and says the model misses its inputs.
+        raise PayloadError("The payload has no rows to predict.", code="INVALID_PARAMETER_VALUE")
     payload = as_records({formats[0]: payload[formats[0]]})
     if "dataframe_split" in payload:
         return split_rows(payload["dataframe_split"])
@@ -151,9 +197,11 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
     # A tensor: MLflow's parser, which needs the schema to make a table of it.
     frame = infer_and_parse_data(payload, schema=schema)  # type: ignore[arg-type]
     if not isinstance(frame, pd.DataFrame):
+        # MLflow's schema check finds none of the model's columns in it.
         raise PayloadError(
             "The model takes a table: send rows of {column: value} objects, "
-            "or `dataframe_split` with columns and data."
+            "or `dataframe_split` with columns and data.",
+            code="INVALID_PARAMETER_VALUE",
         )
     return frame.to_dict(orient="records")  # type: ignore[return-value]
 
@@ -199,7 +247,7 @@ def parse(body: bytes, content_type: str, schema: Schema | None, max_rows: int) 
     except UnicodeDecodeError as error:
         raise PayloadError(f"The body is not valid UTF-8 text: {error}.") from None
     except MlflowException as error:
-        raise PayloadError(error.message) from None
+        raise PayloadError(error.message, code=error.error_code) from None
     if not rows:
         raise PayloadError("The payload has no rows to predict.")
     if len(rows) > max_rows:
