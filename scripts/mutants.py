@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "{{cookiecutter.project_slug}}"
@@ -151,26 +152,36 @@ def apply(mutant: Mutant, template: Path) -> None:
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
+# pytest's exit status when tests ran and some failed; any other failure (an internal
+# error, a usage error, no test collected) says nothing about the mutant.
+TESTS_FAILED = 1
+
+
+def tests_fail(command: list[str], cwd: Path, output: IO[str], env: dict[str, str], log: Path) -> bool:
+    """Run a pytest command: True if its tests ran and failed, False if they passed."""
+    status = subprocess.run(command, cwd=cwd, stdout=output, stderr=output, env=env).returncode
+    if status not in (0, TESTS_FAILED):
+        raise SystemExit(f"pytest exited {status} (not a test failure): see {log}")
+    return status == TESTS_FAILED
+
+
 def caught(mutant: Mutant, template: Path, log: Path) -> bool:
     """Run the mutant's tests; True if they fail."""
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}}
     with log.open("w") as output:
         if mutant.where == "template":
             command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests]
-            return (
-                subprocess.run(command, cwd=template, stdout=output, stderr=output, env=env).returncode != 0
-            )
+            return tests_fail(command, template, output, env, log)
         from cookiecutter.main import cookiecutter
 
         project = Path(cookiecutter(str(template), no_input=True, output_dir=str(template.parent / "bake")))
         uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
-        for command in (
-            [uv, "sync", "--locked", "--quiet"],
-            [uv, "run", "--locked", "pytest", "-q", "-x", *mutant.tests],
-        ):
-            if subprocess.run(command, cwd=project, stdout=output, stderr=output, env=env).returncode != 0:
-                return True
-        return False
+        # A mutant that breaks the install is caught by it.
+        if subprocess.run([uv, "sync", "--locked", "--quiet"], cwd=project, stdout=output, stderr=output,
+                          env=env).returncode != 0:  # fmt: skip
+            return True
+        command = [uv, "run", "--locked", "pytest", "-q", "-x", *mutant.tests]
+        return tests_fail(command, project, output, env, log)
 
 
 def main() -> int:

@@ -210,7 +210,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         project = callspec.params.get("project") if callspec else None
         if isinstance(project, str):
             item.add_marker(pytest.mark.xdist_group(project))
-    if not config.getvalue("loadgroup"):
+    # Set by xdist in its workers under --dist loadgroup; absent in a run without xdist.
+    if not getattr(config.option, "loadgroup", False):
         return
     from _pytest.nodeid import coerce_node_id  # pytest 9's own constructor of node ids
 
