@@ -13,7 +13,6 @@ from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
 from {{ cookiecutter.module_name }}.reproduce import CONFIG_ARTIFACT
-from {{ cookiecutter.module_name }}.tracking import SERVING_DISTRIBUTIONS
 from {{ cookiecutter.module_name }}.train import TrainResult, train
 
 
@@ -82,9 +81,11 @@ def test_first_model_becomes_champion_with_its_model_files(
     assert model.signature.inputs.input_names() == list(features)
     assert model.flavors["sklearn"]["serialization_format"] == "skops"
     requirements = mlflow.pyfunc.get_model_dependencies(f"models:/{PROJECT_SLUG}/{trained.version}")
-    # Exactly what serving needs, pinned to what it was trained with.
+    # Exactly what serving a scikit-learn model saved with skops needs, each pinned to
+    # the version it was trained with.
     pinned = dict(line.split("==") for line in Path(requirements).read_text().split())
-    assert pinned == {name: installed_version(name) for name in SERVING_DISTRIBUTIONS}
+    serving = {"mlflow-skinny", "scikit-learn", "skops", "pandas", "numpy", "scipy"}
+    assert pinned == {name: installed_version(name) for name in serving}
 
 
 def test_failed_training_marks_the_run_failed_and_registers_nothing(
