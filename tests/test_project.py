@@ -241,6 +241,17 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
     assert set(in_process.findall(output)) == set(ways)
 
 
+@pytest.mark.parametrize("project", ["regression"], indirect=True)
+def test_spark_and_dvc_run_on_the_python_of_the_other_bake(project: Path) -> None:
+    """What the fast layer of the regression bake leaves out and its Python (3.13) changes:
+    Spark's batch engine (pyspark and its JVM) and `reproduce`'s git and DVC chain."""
+    suites = ["tests/test_batch.py", "tests/test_reproduce.py"]
+
+    output = run(["uv", "run", "--locked", "pytest", "-m", "integration", *suites], project, timeout=1800)
+
+    assert re.search(r"\d+ passed", output) and " failed" not in output
+
+
 def bare_path(folder: Path) -> str:
     """A PATH with Python, make and git, and no uv: a new machine's."""
     folder.mkdir()
