@@ -1,6 +1,7 @@
 // Open a self-contained HTML report in headless Chromium (Debian's, through
 // playwright-core): it must render, every image must load, and no request may
-// leave the machine. Prints a JSON summary and saves a screenshot.
+// leave the machine. Prints a JSON summary of what a reader sees (the verdict, its
+// box's class and colour, each figure's caption) and saves a screenshot.
 //   node scripts/check_report.mjs REPORT.html SCREENSHOT.png
 import { chromium } from "playwright-core";
 import { pathToFileURL } from "node:url";
@@ -24,12 +25,21 @@ try {
   });
   await page.goto(pathToFileURL(report).href, { waitUntil: "load" });
   const images = await page.$$eval("img", (all) =>
-    all.map((img) => ({ alt: img.alt, loaded: img.complete && img.naturalWidth > 0 })),
+    all.map((img) => ({
+      alt: img.alt,
+      loaded: img.complete && img.naturalWidth > 0,
+      caption: img.closest("figure")?.querySelector("figcaption")?.innerText ?? null,
+    })),
   );
   const title = await page.title();
-  const verdict = await page.innerText(".verdict");
+  const box = page.locator(".verdict");
+  const verdict = await box.innerText();
+  const verdictClass = await box.evaluate((element) =>
+    [...element.classList].filter((name) => name !== "verdict").join(" "),
+  );
+  const verdictColour = await box.evaluate((element) => getComputedStyle(element).backgroundColor);
   await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ title, images, external, verdict }));
+  console.log(JSON.stringify({ title, images, external, verdict, verdictClass, verdictColour }));
 } finally {
   await browser.close();
 }

@@ -121,6 +121,14 @@ CATALOGUE = [
     Mutant("retrain-one-more", "generated code", f"{MODULE}/monitoring/monitor.py",
            "retrain = flagged >= settings.flagged", "retrain = flagged > settings.flagged",
            "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
+    # A severe window alone recommends retraining: a collapse in the first hour is no "wait".
+    Mutant("severe-ignored", "generated code", f"{MODULE}/monitoring/monitor.py",
+           "retrain = flagged >= settings.flagged or bool(severe)", "retrain = flagged >= settings.flagged",
+           "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
+    # ... but only on enough outcomes to be sure of it.
+    Mutant("severe-on-few-outcomes", "generated code", f"{MODULE}/monitoring/monitor.py",
+           "window.outcomes >= SEVERE_OUTCOMES and", "window.outcomes >= MIN_OUTCOMES and",
+           "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
     # What the logged model carries, read back: its pinned requirements.
     Mutant("requirement-dropped", "generated code", f"{MODULE}/tracking.py",
            '"pandas", "numpy", "scipy"]', '"pandas", "numpy"]',

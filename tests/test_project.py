@@ -401,7 +401,9 @@ def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
 
     output = run(["make", "monitor", f"LOG={log_dir}", f"OUTCOMES={outcomes}"], project)
 
-    assert "No retraining needed" in output  # the sample data is the training data
+    # The sample data is the training data: nothing flagged, in the one window there is (two,
+    # should the traffic straddle an hour).
+    assert re.search(r"No retraining needed: 0 of [12] windows flagged, [34] more to come", output)
     [run_id] = re.findall(r"MLflow run ([0-9a-f]{32})", output)
     report = next((project / "mlartifacts").glob(f"{run_id}/artifacts/monitoring/report.html"))
     artifacts.mkdir(exist_ok=True)
@@ -410,5 +412,12 @@ def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
     assert summary["title"] == f"Monitoring of {project.name} version 1"
     assert [image["loaded"] for image in summary["images"]] == [True, True]
     assert summary["external"] == []
-    assert summary["verdict"].startswith("No retraining needed")
+    assert summary["verdict"].startswith("No retraining needed: 0 of")
+    assert summary["verdictClass"] == "fine"
+    assert summary["verdictColour"] == "rgb(227, 245, 230)"  # the green of .fine
+    heatmap, quality = (image["caption"] for image in summary["images"])
+    assert heatmap.startswith(f"Drift of each feature, {project.name} v1: a PSI above 0.2 in 0 of ")
+    metric, _, predictions = quality.partition(" / ")
+    assert re.fullmatch(r"\w+ of (\d) of \1 windows, from 400 outcomes", metric), quality
+    assert predictions.startswith("Prediction drift: a PSI above 0.2 in 0 of "), quality
     assert screenshot.stat().st_size > 10_000

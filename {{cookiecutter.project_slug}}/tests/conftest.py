@@ -29,12 +29,12 @@ TASK_SETTINGS: dict[str, dict[str, object]] = {
     "classification": {
         "estimator": {"name": "sklearn.ensemble.RandomForestClassifier"},
         "promotion": {"metric": "f1"},
-        "monitoring": {"metric": "f1", "metric_tolerance": 0.1},
+        "monitoring": {"metric": "f1", "metric_tolerance": 0.1, "severe_tolerance": 0.3},
     },
     "regression": {
         "estimator": {"name": "sklearn.ensemble.RandomForestRegressor"},
         "promotion": {"metric": "rmse"},
-        "monitoring": {"metric": "rmse", "metric_tolerance": 0.2},
+        "monitoring": {"metric": "rmse", "metric_tolerance": 0.2, "severe_tolerance": 0.5},
     },
 }
 

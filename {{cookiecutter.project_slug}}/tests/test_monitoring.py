@@ -1,6 +1,8 @@
 """Monitoring: the reference profile, live drift on /metrics, prediction ids, the inference log."""
 
+import html
 import json
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 from conftest import TARGET, make_frame, records
 from fastapi.testclient import TestClient
+from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }} import registry, tracking
@@ -22,12 +25,16 @@ from {{ cookiecutter.module_name }}.config import (
     ServingConfig,
     registered_model_uri,
 )
+from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
+from {{ cookiecutter.module_name }}.monitoring import monitor as monitoring
 from {{ cookiecutter.module_name }}.monitoring.monitor import (
     RETRAIN_EXIT_STATUS,
     Window,
+    judge,
     retraining_verdict,
 )
 from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
+from {{ cookiecutter.module_name }}.monitoring.report import figures, html_report
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
 
@@ -309,6 +316,33 @@ def test_monitor_flags_the_drifted_windows_and_recommends_retraining(
 
 @pytest.mark.integration
 @pytest.mark.both_tasks
+def test_a_collapse_in_the_first_window_recommends_retraining_at_once(
+    trained: TrainResult, labelled: pd.DataFrame, task: str, tmp_path: Path
+) -> None:
+    """The first hour alone, half of it from a place the model never saw: exit 3, not 0."""
+    half = len(labelled) // 2
+    drifted = labelled.copy()
+    drifted.loc[half:, "size"] += 3 * labelled["size"].std()
+    drifted.loc[half:, "colour"] = "purple"  # a category never seen: a severe drift
+    ids = serve_and_log(tmp_path / "log", drifted)
+    actual = pd.concat([labelled[TARGET][:half], degrade(labelled[TARGET][half:], task)])
+    outcomes = outcomes_file(tmp_path / "outcomes.csv", ids, actual)
+
+    result = monitor("--log", str(tmp_path / "log"), "--outcomes", str(outcomes), "--window", "24h")
+
+    assert result.exit_code == RETRAIN_EXIT_STATUS, result.output
+    assert "Retraining recommended: 1 of 1 windows flagged, 4 more to come;" in result.output
+    assert "is severe" in result.output
+    [run_id] = re.findall(r"MLflow run ([0-9a-f]{32})", result.output)
+    report = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/monitoring/report.html"))
+    text = report.read_text()
+    assert '<p class="verdict retrain">Retraining recommended' in text
+    assert "no point" not in text
+    assert f"of 1 of 1 windows, from {len(labelled)} outcomes" in text
+
+
+@pytest.mark.integration
+@pytest.mark.both_tasks
 def test_monitor_on_an_undrifted_log_recommends_nothing(
     trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -327,11 +361,11 @@ def test_monitor_on_an_undrifted_log_recommends_nothing(
 def test_a_window_without_rows_says_so_and_is_not_flagged(
     trained: TrainResult, labelled: pd.DataFrame, tmp_path: Path
 ) -> None:
-    serve_and_log(tmp_path / "served", labelled.head(100))
+    serve_and_log(tmp_path / "served", labelled.head(200))
     [path] = (tmp_path / "served").glob("inference-*.jsonl")
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     for number, entry in enumerate(entries):  # the second half three hours later
-        entry["time"] = "2026-01-01T10:00:00+00:00" if number < 50 else "2026-01-01T13:00:00+00:00"
+        entry["time"] = "2026-01-01T10:00:00+00:00" if number < 100 else "2026-01-01T13:00:00+00:00"
     (tmp_path / "log").mkdir()
     (tmp_path / "log" / path.name).write_text("".join(json.dumps(e) + "\n" for e in entries))
 
@@ -341,7 +375,7 @@ def test_a_window_without_rows_says_so_and_is_not_flagged(
     empty = [line for line in result.output.splitlines() if line.endswith("no rows")]
     assert len(empty) == 2  # 11:00 and 12:00
     assert "windows flagged" in result.output
-    assert " of the last 2 windows" in result.output  # the empty ones do not count
+    assert " of 2 windows flagged, 3 more to come" in result.output  # the empty ones do not count
 
 
 @pytest.mark.integration
@@ -380,33 +414,176 @@ def test_bad_monitoring_inputs_get_one_clear_line_and_log_nothing(
     assert runs() == before
 
 
-def windows(*flags: bool, empty_at: tuple[int, ...] = ()) -> list[Window]:
-    """Windows of 500 rows, flagged or not in this order; those at `empty_at` have no rows."""
-    return [
-        Window(f"w{n}", 0 if n in empty_at else 500, reasons=["x drifted"] if flag else [])
-        for n, flag in enumerate(flags)
+# Windows of each kind: rows, the worst feature's PSI, how far the metric is from its
+# held-out value, on how many outcomes.
+KINDS: dict[str, tuple[int, float | None, str | None, int]] = {
+    "fine": (500, 0.05, "as held out", 200),
+    "drifted": (500, 0.5, "as held out", 200),  # above drift_threshold, not severe
+    "worse": (500, 0.05, "worse", 200),  # beyond metric_tolerance, within severe_tolerance
+    "severe drift": (500, 4.7, "as held out", 200),  # as an island the model never saw
+    "collapse": (344, 0.05, "collapsed", 344),
+    "collapse, few outcomes": (500, 0.05, "collapsed", 50),  # too few outcomes to be sure
+    "small": (30, 0.05, None, 0),  # the hour just begun, or a row count's last window
+    "empty": (0, None, None, 0),  # an hour without traffic: only windows by duration
+}
+SEVERE_KINDS = ("severe drift", "collapse")
+
+
+def windows_of(
+    by: str, kinds: tuple[str, ...], rule: MonitoringConfig, task: str, baseline: float = 0.9
+) -> list[Window]:
+    """Windows of these kinds, by duration (hours) or by row count, judged by `rule`."""
+    distances = {
+        "as held out": 0.0,
+        "worse": (rule.tolerance + rule.severe) / 2,
+        "collapsed": 2 * rule.severe,
+    }
+    sign = -1 if GREATER_IS_BETTER[task][str(rule.metric)] else 1
+    found, first = [], 1
+    for hour, kind in enumerate(kinds):
+        rows, psi, distance, outcomes = KINDS[kind]
+        label = f"2026-12-07T{10 + hour:02}:00:00+00:00"
+        if by == "rows":
+            label, first = f"rows {first}-{first + rows - 1}", first + rows
+        window = Window(label, rows, psi={} if psi is None else {"x": psi}, outcomes=outcomes)
+        if distance is not None:
+            window.metric = baseline * (1 + sign * distances[distance])
+        judge(window, baseline, rule, task)  # type: ignore[arg-type]
+        found.append(window)
+    return found
+
+
+RULE_CASES = [
+    # kinds of the windows, oldest first; retrain; how the verdict begins
+    (("drifted", "worse", "fine", "fine", "fine"), True, "Retraining recommended: 2 of the last 5"),
+    (("drifted", "fine", "fine", "fine", "fine"), False, "No retraining needed: 1 of the last 5"),
+    (("drifted",) * 5, True, "Retraining recommended: 5 of the last 5"),
+    # the first flagged window fell out of the last 5
+    (("drifted", "worse", "fine", "fine", "fine", "fine"), False, "No retraining needed: 1 of"),
+    (("fine",) * 4 + ("worse", "drifted"), True, "Retraining recommended: 2 of the last 5"),
+    # fewer windows than `of`: the windows there are, and how many are to come
+    (("fine",), False, "No retraining needed: 0 of 1 windows flagged, 4 more to come"),
+    (("worse",), False, "No retraining needed yet: 1 of 1 windows flagged, 4 more to come"),
+    (("fine", "drifted"), False, "No retraining needed yet: 1 of 2 windows flagged, 3 more"),
+    (("drifted", "worse"), True, "Retraining recommended: 2 of 2 windows flagged, 3 more to come"),
+    # a single severe window, alone or among fine ones; too few outcomes to be sure of one
+    (("severe drift",), True, "Retraining recommended: 1 of 1 windows flagged, 4 more to come"),
+    (("collapse",), True, "Retraining recommended: 1 of 1 windows flagged, 4 more to come"),
+    (("fine",) * 4 + ("collapse",), True, "Retraining recommended: 1 of the last 5"),
+    (("collapse, few outcomes",), False, "No retraining needed yet: 1 of 1 windows flagged"),
+    (("fine",) * 4 + ("collapse, few outcomes",), False, "No retraining needed: 1 of the last 5"),
+    (("severe drift",) + ("fine",) * 5, False, "No retraining needed: 0 of the last 5"),
+    # a window too small to judge neither counts nor pushes an older one out
+    (("drifted", "worse", "fine", "fine", "fine", "small"), True, "Retraining recommended: 2 of"),
+    (("small",), False, "No retraining needed: 0 of 0 windows flagged, 5 more to come"),
+]
+# Only hours can be empty: an hour without traffic between two with some.
+DURATION_CASES = [
+    (("drifted", "empty", "worse", "fine", "fine", "fine"), True, "Retraining recommended: 2 of"),
+    (
+        ("collapse", "empty", "empty", "empty", "empty", "small"),
+        True,
+        "Retraining recommended: 1 of 1",
+    ),
+]
+
+
+@pytest.mark.both_tasks
+@pytest.mark.parametrize(
+    ("by", "kinds", "retrain", "begins"),
+    [
+        pytest.param(by, *case, id=f"{by}:{'+'.join(case[0])}")
+        for by in ("duration", "rows")
+        for case in RULE_CASES
     ]
+    + [
+        pytest.param("duration", *case, id=f"duration:{'+'.join(case[0])}")
+        for case in DURATION_CASES
+    ],
+)
+def test_retraining_is_recommended_from_flagged_of_the_last_of_windows_or_one_severe(
+    config: Config, task: str, by: str, kinds: tuple[str, ...], retrain: bool, begins: str
+) -> None:
+    rule = config.monitoring.model_copy(update={"flagged": 2, "of": 5})
+
+    recommended, verdict = retraining_verdict(windows_of(by, kinds, rule, task), rule)
+
+    assert recommended is retrain, verdict
+    assert verdict.startswith(begins), verdict
+    judged = [kind for kind in kinds if kind not in ("small", "empty")][-5:]
+    assert ("is severe" in verdict) is any(kind in SEVERE_KINDS for kind in judged), verdict
+    assert verdict.endswith("(threshold: 2 of 5, or one severe window).")
+
+
+@pytest.mark.both_tasks
+def test_a_severe_window_says_why_and_on_how_many_outcomes(config: Config, task: str) -> None:
+    rule = config.monitoring.model_copy(update={"flagged": 2, "of": 5})
+    [collapse] = windows_of("duration", ("collapse",), rule, task)
+    [few] = windows_of("duration", ("collapse, few outcomes",), rule, task)
+    [drifted] = windows_of("duration", ("severe drift",), rule, task)
+
+    assert collapse.severe == [
+        f"{rule.metric} {collapse.metric:.3f} against 0.900 held out, "
+        f"over {rule.severe * 100:g} % worse on 344 outcomes"
+    ]
+    assert few.flagged
+    assert not few.severe
+    assert drifted.severe == [f"x PSI 4.70 > {rule.severe_drift_threshold:g}"]
+    assert drifted.summary().startswith("severe: x drifted (PSI 4.70 > 0.2)")
 
 
 @pytest.mark.parametrize(
-    ("flags", "empty_at", "retrain"),
+    ("settings", "says"),
     [
-        ((True, True, False, False, False), (), True),  # exactly `flagged` of `of`
-        ((True, False, False, False, False), (), False),  # one fewer
-        ((True, True, True, True, True), (), True),  # all of them
-        ((True, True, False, False, False, False), (), False),  # the first fell out of the last 5
-        ((False, False, False, False, True, True), (), True),  # the last two of six
-        ((True, True, False, False, False, False), (5,), True),  # an empty window does not count
-        ((False, False), (), False),  # fewer windows than `of`, none flagged
+        ({"drift_threshold": 0.5, "severe_drift_threshold": 0.4}, "severe_drift_threshold (0.4)"),
+        ({"metric_tolerance": 0.2, "severe_tolerance": 0.1}, "severe_tolerance (0.1)"),
     ],
 )
-def test_retraining_is_recommended_from_flagged_of_the_last_of_windows_with_rows(
-    flags: tuple[bool, ...], empty_at: tuple[int, ...], retrain: bool
+def test_severe_thresholds_below_those_that_flag_are_refused(
+    settings: dict[str, float], says: str
 ) -> None:
-    rule = MonitoringConfig(flagged=2, of=5)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        MonitoringConfig(**settings)  # type: ignore[arg-type]
 
-    recommended, verdict = retraining_verdict(windows(*flags, empty_at=empty_at), rule)
 
-    assert recommended is retrain
-    assert verdict.startswith("Retraining recommended" if retrain else "No retraining needed")
-    assert verdict.endswith("(threshold: 2 of 5).")
+def report_of(*kinds: str) -> tuple[str, dict[str, str]]:
+    """The report of windows of these kinds on f1 (1.0 held out), and its figures' titles."""
+    rule = MonitoringConfig(metric="f1", flagged=2, of=5)
+    found = windows_of("duration", kinds, rule, "classification", baseline=1.0)
+    retrain, verdict = retraining_verdict(found, rule)
+    result = monitoring.Result("model", "1", "f1", 1.0, found, retrain, verdict)
+    images = figures(result, rule)
+    titles = {
+        name: " / ".join(axes.get_title() for axes in image.axes if axes.get_title())
+        for name, image in images.items()
+    }
+    band = [
+        patch for patch in images["quality.png"].axes[0].patches if isinstance(patch, Rectangle)
+    ]
+    # The held-out band (1.0 ± 10 %) within what f1 can be.
+    assert [(p.get_y(), p.get_y() + p.get_height()) for p in band] == [pytest.approx((0.9, 1))]
+    return html_report(result, rule, images), titles
+
+
+@pytest.mark.parametrize(
+    ("kinds", "box", "quality"),
+    [
+        (("collapse",), "retrain", "f1 of 1 of 1 windows, from 344 outcomes"),
+        (("worse",), "watch", "f1 of 1 of 1 windows, from 200 outcomes"),
+        (("fine", "small"), "fine", "f1 of 1 of 2 windows, from 200 outcomes (the others: fewer"),
+        (("small",), "fine", "f1: no point yet, no window has 20 outcomes"),
+    ],
+)
+def test_the_report_says_what_its_verdict_and_figures_show(
+    kinds: tuple[str, ...], box: str, quality: str
+) -> None:
+    """The verdict box's colour and words, and captions that are the figures' own titles."""
+    report, titles = report_of(*kinds)
+
+    verdict = re.search(r'<p class="verdict (\w+)">([^<]*)</p>', report)
+    assert verdict is not None
+    assert verdict[1] == box
+    assert verdict[2].startswith("Retraining recommended" if box == "retrain" else "No retraining")
+    assert titles["quality.png"].startswith(quality)
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", report)
+    assert captions == [html.escape(title) for title in titles.values()]

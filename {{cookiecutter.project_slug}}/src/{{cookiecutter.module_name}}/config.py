@@ -81,13 +81,24 @@ class MonitoringConfig(Section):
     # Rows ("500") or a duration ("30min", "1h", "1d") per window.
     window: str = "1h"
     drift_threshold: float = Field(default=0.2, gt=0)
+    # Drift that recommends retraining alone, with no other window to confirm it. Every
+    # row shifted by one standard deviation of the training data gives a PSI of 0.93, a
+    # fifth of the rows in a category training never saw about 1.5; chance gives 100
+    # rows about 0.09 (the PSI conventionally called large is 0.25).
+    severe_drift_threshold: float = Field(default=1.0, gt=0)
     # The metric compared with its held-out value once outcomes arrive; by default
     # the promotion metric, or the task's first (a label cannot give ROC AUC).
     metric: str | None = None
     # Relative: 0.1 flags a window whose metric is 10 % worse than on the held-out data.
     # By default 0.1 for classification, 0.2 for regression (whose errors vary more).
     metric_tolerance: float | None = Field(default=None, ge=0)
-    # Retraining is recommended when at least `flagged` of the last `of` windows are.
+    # Relative, like metric_tolerance: a window this much worse, on 100 outcomes or more,
+    # recommends retraining alone. By default 0.3 for classification (three times the
+    # flag; on 100 outcomes a 30 % fall from 0.5 is three standard errors, not chance)
+    # and 0.5 for regression.
+    severe_tolerance: float | None = Field(default=None, ge=0)
+    # Retraining is recommended when at least `flagged` of the last `of` windows are,
+    # or when one of them is severe.
     flagged: int = Field(default=2, ge=1)
     of: int = Field(default=5, ge=1)
 
@@ -95,6 +106,26 @@ class MonitoringConfig(Section):
     def tolerance(self) -> float:
         """The relative metric tolerance (its default is set with the task, by `Config`)."""
         return 0.1 if self.metric_tolerance is None else self.metric_tolerance
+
+    @property
+    def severe(self) -> float:
+        """The relative severe tolerance (its default is set with the task, by `Config`)."""
+        return 0.3 if self.severe_tolerance is None else self.severe_tolerance
+
+    @model_validator(mode="after")
+    def _severe_beyond_flagged(self) -> "MonitoringConfig":
+        """Severe thresholds no lower than those that flag: severe implies flagged."""
+        if self.severe_drift_threshold < self.drift_threshold:
+            raise ValueError(
+                f"severe_drift_threshold ({self.severe_drift_threshold:g}) must be at least "
+                f"drift_threshold ({self.drift_threshold:g})"
+            )
+        if self.severe_tolerance is not None and self.severe < self.tolerance:
+            raise ValueError(
+                f"severe_tolerance ({self.severe:g}) must be at least "
+                f"metric_tolerance ({self.tolerance:g})"
+            )
+        return self
 
     @field_validator("window")
     @classmethod
@@ -214,6 +245,13 @@ class Config(BaseSettings):
             )
         if self.monitoring.metric_tolerance is None:
             self.monitoring.metric_tolerance = 0.1 if self.task == "classification" else 0.2
+        if self.monitoring.severe_tolerance is None:
+            self.monitoring.severe_tolerance = 0.3 if self.task == "classification" else 0.5
+        if self.monitoring.severe < self.monitoring.tolerance:
+            raise ValueError(
+                f"monitoring.severe_tolerance ({self.monitoring.severe:g}) must be at least "
+                f"monitoring.metric_tolerance ({self.monitoring.tolerance:g}): raise it"
+            )
         if self.monitoring.flagged > self.monitoring.of:
             raise ValueError("monitoring.flagged must be at most monitoring.of")
         return self

@@ -21,6 +21,13 @@ GREATER_IS_BETTER = {
     },
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
+# The values each metric can take: figures clip what they draw to them.
+BOUNDS = {
+    **dict.fromkeys(("accuracy", "f1", "precision", "recall", "roc_auc"), (0.0, 1.0)),
+    "rmse": (0.0, float("inf")),
+    "mae": (0.0, float("inf")),
+    "r2": (float("-inf"), 1.0),
+}
 
 
 @dataclass

@@ -5,7 +5,8 @@ the true outcomes that arrived since (a CSV of `prediction_id,actual`); cuts the
 rows into windows; scores each against the served version's reference profile
 (the same bins and PSI as the server's live drift) and, where outcomes exist,
 the task's metric against its held-out value; logs it all as one MLflow run; and
-recommends retraining when at least `flagged` of the last `of` windows are flagged.
+recommends retraining when at least `flagged` of the last `of` judged windows are
+flagged, or when one of them is severe (`retraining_verdict` says exactly when).
 Everything is read and checked before the run starts: bad input logs nothing.
 """
 
@@ -40,6 +41,11 @@ RETRAIN_EXIT_STATUS = 3
 # many outcomes; a smaller window is shown all the same.
 MIN_ROWS = 100
 MIN_OUTCOMES = 20
+# A window's metric is severe (it recommends retraining alone, with no other window to
+# confirm it) from this many outcomes: a share's standard error on n outcomes is at most
+# 0.5 / sqrt(n), 0.05 here, so a 30 % fall from a held-out 0.5 or more (0.15) is three
+# of them, not chance; at MIN_OUTCOMES it would be barely one and a half.
+SEVERE_OUTCOMES = 100
 # A request's id alone names its first row.
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -61,16 +67,23 @@ class Window:
     outcomes: int = 0
     metric: float | None = None
     reasons: list[str] = field(default_factory=list)
+    # The reasons severe enough to recommend retraining on their own.
+    severe: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> bool:
         """Whether any threshold is crossed."""
         return bool(self.reasons)
 
+    @property
+    def judged(self) -> bool:
+        """Whether the window has enough rows to judge its drift, or outcomes its metric."""
+        return self.rows >= MIN_ROWS or self.metric is not None
+
     def summary(self) -> str:
         """Why the window is flagged, or why it could not be judged, in a few words."""
         if self.reasons:
-            return "; ".join(self.reasons)
+            return ("severe: " if self.severe else "") + "; ".join(self.reasons)
         if not self.rows:
             return "no rows"
         if self.rows < MIN_ROWS:
@@ -78,15 +91,44 @@ class Window:
         return ""
 
 
+def recent(windows: list[Window], settings: MonitoringConfig) -> list[Window]:
+    """The last `of` windows that could be judged: those the verdict weighs."""
+    return [window for window in windows if window.judged][-settings.of :]
+
+
 def retraining_verdict(windows: list[Window], settings: MonitoringConfig) -> tuple[bool, str]:
-    """Whether to retrain, and why: `flagged` or more of the last `of` windows with rows are."""
-    recent = [window for window in windows if window.rows][-settings.of :]
-    flagged = sum(window.flagged for window in recent)
-    retrain = flagged >= settings.flagged
+    """Whether to retrain, and why.
+
+    Among the last `of` judged windows (fewer while fewer exist), retraining is
+    recommended when at least `flagged` are flagged, or when any one is severe. A
+    window too small to judge (fewer than MIN_ROWS rows and MIN_OUTCOMES outcomes)
+    is shown, but neither counts nor pushes an older window out.
+    """
+    weighed = recent(windows, settings)
+    flagged = sum(window.flagged for window in weighed)
+    severe = [window for window in weighed if window.severe]
+    retrain = flagged >= settings.flagged or bool(severe)
+    to_come = settings.of - len(weighed)
+    if to_come:
+        count = f"{flagged} of {len(weighed)} windows flagged, {to_come} more to come"
+    else:
+        count = f"{flagged} of the last {settings.of} windows flagged"
+    if severe:
+        latest = severe[-1]
+        found = f"{latest.label} is severe: {'; '.join(latest.severe)}"
+        if len(severe) > 1:
+            found += f"; and {len(severe) - 1} more severe window{'s' * (len(severe) > 2)}"
+    else:
+        found = "none severe"
+    if retrain:
+        head = "Retraining recommended"
+    elif to_come and flagged:
+        head = "No retraining needed yet"
+    else:
+        head = "No retraining needed"
     verdict = (
-        f"{'Retraining recommended' if retrain else 'No retraining needed'}: "
-        f"{flagged} of the last {len(recent)} windows flagged "
-        f"(threshold: {settings.flagged} of {settings.of})."
+        f"{head}: {count}; {found} "
+        f"(threshold: {settings.flagged} of {settings.of}, or one severe window)."
     )
     return retrain, verdict
 
@@ -212,35 +254,51 @@ def score_window(
         return window
     counts = count(features.loc[rows.index], rows["prediction"].to_numpy(), profile)
     by_feature, prediction = drift(counts, profile)
-    threshold = settings.drift_threshold if len(rows) >= MIN_ROWS else float("inf")
     for name, scores in by_feature.items():
         window.psi[name] = scores.psi
         window.missing[name] = scores.missing_share
         window.unseen[name] = scores.unseen_share
-        if scores.psi is not None and scores.psi > threshold:
-            window.reasons.append(f"{name} drifted (PSI {scores.psi:.2f} > {threshold:g})")
-    if prediction is not None and prediction.psi is not None:
+    if prediction is not None:
         window.prediction_psi = prediction.psi
-        if prediction.psi > threshold:
-            window.reasons.append(f"predictions drifted (PSI {prediction.psi:.2f})")
     known = rows.dropna(subset=["actual"])
     window.outcomes = len(known)
     metric = str(settings.metric)
-    baseline = profile["metrics"].get(metric)
     if len(known) >= MIN_OUTCOMES:
         kind = str if task == "classification" else float
         actual, predicted = known["actual"].astype(kind), known["prediction"].astype(kind)
         window.metric = label_metrics(task, actual, predicted, profile["classes"] or [])[metric]
-        if baseline is not None and worse(window.metric, baseline, metric, task, settings):
-            window.reasons.append(f"{metric} {window.metric:.3f} against {baseline:.3f} held out")
+    judge(window, profile["metrics"].get(metric), settings, task)
     return window
 
 
-def worse(
-    value: float, baseline: float, metric: str, task: Task, settings: MonitoringConfig
-) -> bool:
-    """Whether `value` is worse than `baseline` by more than the relative tolerance."""
-    allowed = settings.tolerance * abs(baseline)
+def judge(window: Window, baseline: float | None, settings: MonitoringConfig, task: Task) -> None:
+    """Note the thresholds a window's figures cross: those that flag it, the severe ones."""
+    if window.rows >= MIN_ROWS:  # fewer rows drift by chance (see MIN_ROWS)
+        drifts = [*window.psi.items(), ("predictions", window.prediction_psi)]
+        for name, psi in drifts:
+            if psi is not None and psi > settings.drift_threshold:
+                window.reasons.append(
+                    f"{name} drifted (PSI {psi:.2f} > {settings.drift_threshold:g})"
+                )
+            if psi is not None and psi > settings.severe_drift_threshold:
+                window.severe.append(f"{name} PSI {psi:.2f} > {settings.severe_drift_threshold:g}")
+    metric = str(settings.metric)
+    if window.metric is None or baseline is None:
+        return
+    if worse(window.metric, baseline, metric, task, settings.tolerance):
+        window.reasons.append(f"{metric} {window.metric:.3f} against {baseline:.3f} held out")
+    if window.outcomes >= SEVERE_OUTCOMES and worse(
+        window.metric, baseline, metric, task, settings.severe
+    ):
+        window.severe.append(
+            f"{metric} {window.metric:.3f} against {baseline:.3f} held out, over "
+            f"{settings.severe * 100:g} % worse on {window.outcomes} outcomes"
+        )
+
+
+def worse(value: float, baseline: float, metric: str, task: Task, tolerance: float) -> bool:
+    """Whether `value` is worse than `baseline` by more than `tolerance`, relative."""
+    allowed = tolerance * abs(baseline)
     if GREATER_IS_BETTER[task][metric]:
         return value < baseline - allowed
     return value > baseline + allowed
@@ -303,10 +361,10 @@ def metric_key(name: str) -> str:
 
 def log_run(client: MlflowClient, result: Result, settings: MonitoringConfig) -> str:
     """Log the windows as one run, with its figures and report; delete it if logging fails."""
-    from .report import figures, html_report, png  # matplotlib: only for a report
+    from .report import figures, html_report  # matplotlib: only for a report
 
     images = figures(result, settings)
-    report = html_report(result, settings, {name: png(image) for name, image in images.items()})
+    report = html_report(result, settings, images)
     tags = {
         "monitoring.model": result.model,
         "monitoring.model_version": result.version,
@@ -331,7 +389,17 @@ def log_run(client: MlflowClient, result: Result, settings: MonitoringConfig) ->
             metrics += [Metric(key, float(value), 0, step) for key, value in values.items()]
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
             client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
-        mlflow.log_params({"window": settings.window, "drift_threshold": settings.drift_threshold})
+        mlflow.log_params(
+            {
+                "window": settings.window,
+                "drift_threshold": settings.drift_threshold,
+                "severe_drift_threshold": settings.severe_drift_threshold,
+                "metric_tolerance": settings.tolerance,
+                "severe_tolerance": settings.severe,
+                "flagged": settings.flagged,
+                "of": settings.of,
+            }
+        )
         for name, image in images.items():
             mlflow.log_figure(image, f"monitoring/{name}")
         mlflow.log_text(report, "monitoring/report.html")

@@ -13,17 +13,21 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..config import MonitoringConfig
-from .monitor import Result, Window
+from ..evaluation import BOUNDS, GREATER_IS_BETTER
+from .monitor import MIN_OUTCOMES, SEVERE_OUTCOMES, Result, Window, recent
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
 .verdict { padding: 1rem; border-radius: 0.4rem; font-size: 1.2rem; }
 .retrain { background: #fde2e1; border: 1px solid #c0392b; }
+.watch { background: #fff4d6; border: 1px solid #d4a017; }
 .fine { background: #e3f5e6; border: 1px solid #27ae60; }
 table { border-collapse: collapse; margin: 1rem 0; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
 th:first-child, td:first-child, td.reasons { text-align: left; }
 tr.flagged { background: #fff1f0; }
+tr.severe { background: #fbd3cf; }
+figcaption { color: #555; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
 """
 
@@ -53,7 +57,11 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
                 column, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour
             )
     heatmap.colorbar(image, ax=axes, label=f"PSI (threshold {settings.drift_threshold:g})")
-    axes.set_title(f"Drift of each feature, {result.model} v{result.version}")
+    above = int((psi > settings.drift_threshold).any(axis=0).sum())
+    axes.set_title(
+        f"Drift of each feature, {result.model} v{result.version}: a PSI above "
+        f"{settings.drift_threshold:g} in {above} of {len(windows)} windows"
+    )
 
     quality = Figure(figsize=(max(6, 0.5 * len(windows) + 3), 6), layout="constrained")
     metric_axes, drift_axes = quality.subplots(2, 1, sharex=True)
@@ -62,20 +70,55 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
     metric_axes.plot(positions, values, marker="o", label=f"{result.metric}, served")
     if result.baseline is not None:
         metric_axes.axhline(result.baseline, color="grey", linestyle="--", label="held out")
+        low, high = BOUNDS[result.metric]
         allowed = settings.tolerance * abs(result.baseline)
         metric_axes.axhspan(
-            result.baseline - allowed, result.baseline + allowed, color="grey", alpha=0.15
+            max(low, result.baseline - allowed),
+            min(high, result.baseline + allowed),
+            color="grey",
+            alpha=0.15,
+            label=f"held out ± {settings.tolerance * 100:g} %",
         )
+        greater = {m: g for table in GREATER_IS_BETTER.values() for m, g in table.items()}
+        sign = -1 if greater[result.metric] else 1
+        severe = result.baseline + sign * settings.severe * abs(result.baseline)
+        if low <= severe <= high:
+            metric_axes.axhline(severe, color="tab:red", linestyle=":", label="severe")
     metric_axes.set_ylabel(result.metric)
     metric_axes.legend(loc="best")
-    metric_axes.set_title("Quality once outcomes arrive (no point: too few outcomes)")
+    metric_axes.set_title(quality_title(result.metric, windows))
     prediction = [np.nan if w.prediction_psi is None else w.prediction_psi for w in windows]
     drift_axes.plot(positions, prediction, marker="o", color="tab:red", label="predictions")
     drift_axes.axhline(settings.drift_threshold, color="grey", linestyle="--", label="threshold")
     drift_axes.set_ylabel("PSI")
     drift_axes.legend(loc="best")
+    scored = [w.prediction_psi for w in windows if w.prediction_psi is not None]
+    above = sum(value > settings.drift_threshold for value in scored)
+    drift_axes.set_title(
+        f"Prediction drift: a PSI above {settings.drift_threshold:g} in {above} of "
+        f"{len(scored)} windows"
+        if scored
+        else "Prediction drift: no point, no window's predictions could be scored"
+    )
     drift_axes.set_xticks(positions, labels, rotation=45, ha="right")
     return {"drift_heatmap.png": heatmap, "quality.png": quality}
+
+
+def quality_title(metric: str, windows: list[Window]) -> str:
+    """What the metric's plot shows: how many windows have a point, and why the others not."""
+    drawn = [window for window in windows if window.metric is not None]
+    if not drawn:
+        return f"{metric}: no point yet, no window has {MIN_OUTCOMES} outcomes"
+    outcomes = sum(window.outcomes for window in drawn)
+    title = f"{metric} of {len(drawn)} of {len(windows)} windows, from {outcomes} outcomes"
+    if len(drawn) < len(windows):
+        title += f" (the others: fewer than {MIN_OUTCOMES})"
+    return title
+
+
+def caption(figure: Figure) -> str:
+    """The titles a figure shows, for the report's text."""
+    return " / ".join(axes.get_title() for axes in figure.axes if axes.get_title())
 
 
 def short(label: str) -> str:
@@ -104,7 +147,9 @@ def row(window: Window, metric: str) -> str:
         "" if window.prediction_psi is None else f"{window.prediction_psi:.3f}",
     ]
     reasons = html.escape(window.summary())
-    css = ' class="flagged"' if window.flagged else ""
+    css = (
+        ' class="flagged severe"' if window.severe else ' class="flagged"' if window.flagged else ""
+    )
     return (
         f"<tr{css}>"
         + "".join(f"<td>{c}</td>" for c in cells)
@@ -112,14 +157,22 @@ def row(window: Window, metric: str) -> str:
     )
 
 
-def html_report(result: Result, settings: MonitoringConfig, images: dict[str, bytes]) -> str:
-    """The report: verdict, the table of windows, the figures."""
-    kind = "retrain" if result.retrain else "fine"
+def verdict_kind(result: Result, settings: MonitoringConfig) -> str:
+    """The verdict box's class: retrain (red), watch (amber: flagged, not yet enough), fine."""
+    if result.retrain:
+        return "retrain"
+    return "watch" if any(window.flagged for window in recent(result.windows, settings)) else "fine"
+
+
+def html_report(result: Result, settings: MonitoringConfig, images: dict[str, Figure]) -> str:
+    """The report: verdict, the table of windows, the figures with the titles they show."""
+    kind = verdict_kind(result, settings)
     title = f"Monitoring of {result.model} version {result.version}"
     pictures = "".join(
-        f'<img alt="{html.escape(name)}" src="data:image/png;base64,'
-        f'{base64.b64encode(data).decode()}">'
-        for name, data in images.items()
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode(png(image)).decode()}">'
+        f"<figcaption>{html.escape(caption(image))}</figcaption></figure>"
+        for name, image in images.items()
     )
     header = "".join(
         f"<th>{h}</th>"
@@ -128,6 +181,7 @@ def html_report(result: Result, settings: MonitoringConfig, images: dict[str, by
     )  # fmt: skip
     baseline = "none" if result.baseline is None else f"{result.baseline:.3f}"
     tolerance = f"{settings.tolerance * 100:g} %"
+    severe = f"{settings.severe * 100:g} %"
     left_out = (
         f"<p>{result.left_out} rows of other model versions were left out.</p>"
         if result.left_out
@@ -141,7 +195,10 @@ def html_report(result: Result, settings: MonitoringConfig, images: dict[str, by
 <p class="verdict {kind}">{html.escape(result.verdict)}</p>
 <p>Windows of {html.escape(settings.window)}; a window is flagged when a feature's or the
 predictions' PSI is above {settings.drift_threshold:g}, or when {html.escape(result.metric)}
-is worse than its held-out value ({baseline}) by more than {tolerance}.</p>
+is worse than its held-out value ({baseline}) by more than {tolerance}; it is severe when a
+PSI is above {settings.severe_drift_threshold:g}, or when the metric is worse by more than
+{severe} on {SEVERE_OUTCOMES} outcomes or more. Retraining is recommended when at least
+{settings.flagged} of the last {settings.of} windows are flagged, or one is severe.</p>
 {left_out}
 <table><thead><tr>{header}</tr></thead><tbody>
 {"".join(row(window, result.metric) for window in result.windows)}
