@@ -34,7 +34,7 @@ from {{ cookiecutter.module_name }}.monitoring.monitor import (
     retraining_verdict,
 )
 from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
-from {{ cookiecutter.module_name }}.monitoring.report import figures, html_report
+from {{ cookiecutter.module_name }}.monitoring.report import caption, figures, html_report
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.train import TrainResult
 
@@ -553,10 +553,7 @@ def report_of(*kinds: str) -> tuple[str, dict[str, str]]:
     retrain, verdict = retraining_verdict(found, rule)
     result = monitoring.Result("model", "1", "f1", 1.0, found, retrain, verdict)
     images = figures(result, rule)
-    titles = {
-        name: " / ".join(axes.get_title() for axes in image.axes if axes.get_title())
-        for name, image in images.items()
-    }
+    titles = {name: caption(image) for name, image in images.items()}
     band = [
         patch for patch in images["quality.png"].axes[0].patches if isinstance(patch, Rectangle)
     ]

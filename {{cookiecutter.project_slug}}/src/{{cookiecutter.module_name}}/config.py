@@ -120,12 +120,21 @@ class MonitoringConfig(Section):
                 f"severe_drift_threshold ({self.severe_drift_threshold:g}) must be at least "
                 f"drift_threshold ({self.drift_threshold:g})"
             )
-        if self.severe_tolerance is not None and self.severe < self.tolerance:
-            raise ValueError(
-                f"severe_tolerance ({self.severe:g}) must be at least "
-                f"metric_tolerance ({self.tolerance:g})"
-            )
+        if self.severe_tolerance is not None and (problem := self.severe_tolerance_problem()):
+            raise ValueError(problem)
         return self
+
+    def severe_tolerance_problem(self, section: str = "") -> str | None:
+        """Why severe_tolerance is below metric_tolerance, if it is: severe implies flagged.
+
+        `section` prefixes the keys as the configuration file names them ("monitoring.").
+        """
+        if self.severe >= self.tolerance:
+            return None
+        return (
+            f"{section}severe_tolerance ({self.severe:g}) must be at least "
+            f"{section}metric_tolerance ({self.tolerance:g})"
+        )
 
     @field_validator("window")
     @classmethod
@@ -247,11 +256,9 @@ class Config(BaseSettings):
             self.monitoring.metric_tolerance = 0.1 if self.task == "classification" else 0.2
         if self.monitoring.severe_tolerance is None:
             self.monitoring.severe_tolerance = 0.3 if self.task == "classification" else 0.5
-        if self.monitoring.severe < self.monitoring.tolerance:
-            raise ValueError(
-                f"monitoring.severe_tolerance ({self.monitoring.severe:g}) must be at least "
-                f"monitoring.metric_tolerance ({self.monitoring.tolerance:g}): raise it"
-            )
+        # Checked again with the task's defaults in place.
+        if problem := self.monitoring.severe_tolerance_problem("monitoring."):
+            raise ValueError(f"{problem}: raise it")
         if self.monitoring.flagged > self.monitoring.of:
             raise ValueError("monitoring.flagged must be at most monitoring.of")
         return self
