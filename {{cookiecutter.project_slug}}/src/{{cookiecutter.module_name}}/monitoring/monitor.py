@@ -296,12 +296,17 @@ def judge(window: Window, baseline: float | None, settings: MonitoringConfig, ta
         )
 
 
+def worst_allowed(baseline: float, greater_is_better: bool, tolerance: float) -> float:
+    """The worst value still within `tolerance` (relative) of `baseline`."""
+    allowed = tolerance * abs(baseline)
+    return baseline - allowed if greater_is_better else baseline + allowed
+
+
 def worse(value: float, baseline: float, metric: str, task: Task, tolerance: float) -> bool:
     """Whether `value` is worse than `baseline` by more than `tolerance`, relative."""
-    allowed = tolerance * abs(baseline)
-    if GREATER_IS_BETTER[task][metric]:
-        return value < baseline - allowed
-    return value > baseline + allowed
+    greater_is_better = GREATER_IS_BETTER[task][metric]
+    limit = worst_allowed(baseline, greater_is_better, tolerance)
+    return value < limit if greater_is_better else value > limit
 
 
 def monitor(

@@ -14,7 +14,14 @@ from matplotlib.figure import Figure
 
 from ..config import MonitoringConfig
 from ..evaluation import BOUNDS, GREATER_IS_BETTER
-from .monitor import MIN_OUTCOMES, SEVERE_OUTCOMES, Result, Window, recent
+from .monitor import (
+    MIN_OUTCOMES,
+    SEVERE_OUTCOMES,
+    Result,
+    Window,
+    recent,
+    worst_allowed,
+)
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
@@ -79,9 +86,9 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
             alpha=0.15,
             label=f"held out ± {settings.tolerance * 100:g} %",
         )
+        # The metric's name alone tells its direction: no name serves both tasks.
         greater = {m: g for table in GREATER_IS_BETTER.values() for m, g in table.items()}
-        sign = -1 if greater[result.metric] else 1
-        severe = result.baseline + sign * settings.severe * abs(result.baseline)
+        severe = worst_allowed(result.baseline, greater[result.metric], settings.severe)
         if low <= severe <= high:
             metric_axes.axhline(severe, color="tab:red", linestyle=":", label="severe")
     metric_axes.set_ylabel(result.metric)
