@@ -8,7 +8,7 @@ import pytest
 from conftest import TARGET
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
+from {{ cookiecutter.module_name }} import TEMPLATE_VERSION, tracking
 from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.data import fingerprint
 from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
@@ -114,3 +114,22 @@ def test_the_metrics_the_config_accepts_are_the_ones_runs_log() -> None:
     assert {task: set(names) for task, names in METRICS.items()} == {
         task: set(names) for task, names in GREATER_IS_BETTER.items()
     }
+
+
+def test_setup_takes_the_experiment_another_process_created_meanwhile(
+    tracking_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two `tune` processes started together: both look, find no experiment, and create it.
+    tracking.setup()
+    looked_up = MlflowClient.get_experiment_by_name
+    calls = []
+
+    def not_yet_on_the_first_look(self: MlflowClient, name: str) -> object:
+        calls.append(name)
+        return None if len(calls) == 1 else looked_up(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", not_yet_on_the_first_look)
+    tracking.setup()
+
+    assert calls[0] == PROJECT_SLUG
+    assert mlflow.get_experiment_by_name(PROJECT_SLUG) is not None

@@ -12,8 +12,10 @@ import pandas as pd
 import skops.io
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from . import TEMPLATE_VERSION
 from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
@@ -35,7 +37,12 @@ def setup() -> MlflowClient:
         # A local store keeps artifacts beside it, whatever the working directory;
         # a tracking server decides for itself.
         location = DEFAULT_ARTIFACT_LOCATION if uri == DEFAULT_TRACKING_URI else None
-        client.create_experiment(PROJECT_SLUG, artifact_location=location)
+        try:
+            client.create_experiment(PROJECT_SLUG, artifact_location=location)
+        except MlflowException as error:
+            # Another process (a second `tune` on a shared study) created it meanwhile.
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
     mlflow.set_experiment(PROJECT_SLUG)
     return client
 
