@@ -33,9 +33,9 @@ def run_variant(module: str, variant: str) -> None:
     """Run one variant in this process; print how many requirements its model pins."""
     config = importlib.import_module(f"{module}.config").load_config()
     if variant == "fit":
-        data = importlib.import_module(f"{module}.data")
-        pipeline = importlib.import_module(f"{module}.pipeline")
-        evaluation = importlib.import_module(f"{module}.evaluation")
+        data = importlib.import_module(f"{module}.core.data")
+        pipeline = importlib.import_module(f"{module}.core.pipeline")
+        evaluation = importlib.import_module(f"{module}.core.evaluation")
         parts = data.split(data.load(config.data), config.data, config.task)
         model = pipeline.build_pipeline(config.estimator, config.task).fit(parts.x_train, parts.y_train)
         evaluation.evaluate(model, parts.x_test, parts.y_test, config.task)
@@ -44,8 +44,8 @@ def run_variant(module: str, variant: str) -> None:
 
     import mlflow
 
-    train = importlib.import_module(f"{module}.train")
-    tracking = importlib.import_module(f"{module}.tracking")
+    train = importlib.import_module(f"{module}.jobs.train")
+    tracking = importlib.import_module(f"{module}.store.tracking")
     log_model = tracking.log_model
     seconds = []
 

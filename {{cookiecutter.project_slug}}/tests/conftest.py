@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.module_name }}.config import ENV_PREFIX, Config, Task, load_config
-from {{ cookiecutter.module_name }}.train import TrainResult, train
+from {{ cookiecutter.module_name }}.jobs.train import train
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 TARGET = "label"
 PROJECT_TASK: Task = load_config().task

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from conftest import TARGET, make_frame
 from mlflow.pyfunc.scoring_server import parse_csv_input
 
-from {{ cookiecutter.module_name }}.batch.job import BatchError, find_inputs
+from {{ cookiecutter.module_name }}.batch.job import BatchJobError, find_inputs
 from {{ cookiecutter.module_name }}.cli import main
 from {{ cookiecutter.module_name }}.config import (
     ENV_PREFIX,
@@ -25,7 +25,7 @@ from {{ cookiecutter.module_name }}.config import (
     PROJECT_SLUG,
     registered_model_uri,
 )
-from {{ cookiecutter.module_name }}.train import TrainResult
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 ID = "customer_id"
 # Spark starts a JVM: `make test-fast` leaves it out.
@@ -383,5 +383,5 @@ def test_inputs_are_files_folders_or_globs_of_one_format(
         (str(tmp_path / "*.csv"), "holds no .csv or .parquet file"),
         (str(tables["csv"] / "README.txt"), "neither a .csv nor a .parquet file"),
     ]:
-        with pytest.raises(BatchError, match=message):
+        with pytest.raises(BatchJobError, match=message):
             find_inputs(location)

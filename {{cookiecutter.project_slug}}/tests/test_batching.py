@@ -3,9 +3,10 @@
 import asyncio
 from typing import Any
 
-from {{ cookiecutter.module_name }}.serving.batching import Batcher, BatchError
+from {{ cookiecutter.module_name }}.runtime.model_input import Rows
+from {{ cookiecutter.module_name }}.serving.batching import Batcher, ScoringError
 from {{ cookiecutter.module_name }}.serving.model_process import predict_jobs
-from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows, Rows
+from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows
 
 
 def double(jobs: list[IdentifiedRows]) -> list[Any]:
@@ -116,7 +117,7 @@ def test_the_batcher_survives_a_batch_that_fails_outside_the_model() -> None:
 
     first, second = asyncio.run(two_rounds())
 
-    assert isinstance(first, BatchError)
+    assert isinstance(first, ScoringError)
     assert list(second) == [4]
 
 

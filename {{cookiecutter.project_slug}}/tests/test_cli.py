@@ -15,6 +15,8 @@ from {{ cookiecutter.module_name }}.config import (
     PROJECT_ROOT,
     load_config,
 )
+from {{ cookiecutter.module_name }}.errors import ProjectError
+from {{ cookiecutter.module_name }}.jobs import train as train_job
 
 
 @pytest.mark.parametrize("command", ["data", "train", "evaluate", "promote", "serve", "predict"])
@@ -127,8 +129,8 @@ def test_healthcheck_invoke_posts_the_models_example(
 
     import uvicorn
 
-    from {{ cookiecutter.module_name }}.registry import export_champion
     from {{ cookiecutter.module_name }}.serving.app import create_app
+    from {{ cookiecutter.module_name }}.store.registry import export_champion
 
     export_champion(mlflow.MlflowClient(), tmp_path / "model")
     app = create_app(str(tmp_path / "model"))
@@ -231,3 +233,25 @@ def test_data_never_writes_the_sample_where_the_user_pointed(
     forced = CliRunner().invoke(main, ["data", "--force"])
     assert forced.exit_code == 0, forced.output
     assert mine.is_file()
+
+
+def test_only_project_errors_become_one_line_messages(
+    csv_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug keeps its traceback; an error the user can fix is one line with its exit status.
+    def bug(*args: object, **kwargs: object) -> None:
+        raise ValueError("an internal detail")
+
+    class RefusedError(ProjectError):
+        exit_status = 4
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise RefusedError("change this setting")
+
+    monkeypatch.setattr(train_job, "train", bug)
+    crashed = CliRunner().invoke(main, ["train", "--data", str(csv_path)])
+    monkeypatch.setattr(train_job, "train", refused)
+    told = CliRunner().invoke(main, ["train", "--data", str(csv_path)])
+
+    assert isinstance(crashed.exception, ValueError)
+    assert (told.exit_code, told.output) == (4, "Error: change this setting\n")

@@ -5,7 +5,7 @@ import pytest
 from conftest import TARGET
 
 from {{ cookiecutter.module_name }}.config import Config, DataConfig
-from {{ cookiecutter.module_name }}.data import (
+from {{ cookiecutter.module_name }}.core.data import (
     DataError,
     fingerprint,
     load,

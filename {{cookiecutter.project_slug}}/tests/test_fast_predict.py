@@ -16,9 +16,9 @@ from scipy import sparse
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.pipeline import Pipeline
 
-from {{ cookiecutter.module_name }} import fast_predict as fast
 from {{ cookiecutter.module_name }}.config import EstimatorConfig, Task
-from {{ cookiecutter.module_name }}.pipeline import build_pipeline
+from {{ cookiecutter.module_name }}.core import fast_predict as fast
+from {{ cookiecutter.module_name }}.core.pipeline import build_pipeline
 
 FORESTS = {
     "classification": [

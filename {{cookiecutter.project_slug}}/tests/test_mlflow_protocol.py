@@ -19,9 +19,9 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow_scoring_cases import Case, cases, parquet
 
 from {{ cookiecutter.module_name }}.config import registered_model_uri
+from {{ cookiecutter.module_name }}.runtime.model import describe_model
 from {{ cookiecutter.module_name }}.serving.app import create_app
-from {{ cookiecutter.module_name }}.serving.model_info import describe_model
-from {{ cookiecutter.module_name }}.train import TrainResult
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 # The app starts a model process of its own.
 pytestmark = pytest.mark.integration

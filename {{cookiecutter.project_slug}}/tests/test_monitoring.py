@@ -16,27 +16,27 @@ from fastapi.testclient import TestClient
 from matplotlib.patches import Rectangle
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import registry, tracking
 from {{ cookiecutter.module_name }}.cli import main
 from {{ cookiecutter.module_name }}.config import (
     PROJECT_SLUG,
     Config,
     MonitoringConfig,
-    ServingConfig,
     registered_model_uri,
 )
-from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
-from {{ cookiecutter.module_name }}.monitoring import monitor as monitoring
-from {{ cookiecutter.module_name }}.monitoring.monitor import (
+from {{ cookiecutter.module_name }}.core.evaluation import GREATER_IS_BETTER
+from {{ cookiecutter.module_name }}.core.profile import PROFILE_PATH, read_profile
+from {{ cookiecutter.module_name }}.jobs.monitor import monitor as monitoring
+from {{ cookiecutter.module_name }}.jobs.monitor.monitor import (
     RETRAIN_EXIT_STATUS,
     Window,
     judge,
     retraining_verdict,
 )
-from {{ cookiecutter.module_name }}.monitoring.profile import PROFILE_PATH, read_profile
-from {{ cookiecutter.module_name }}.monitoring.report import caption, figures, html_report
+from {{ cookiecutter.module_name }}.jobs.monitor.report import caption, figures, html_report
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
-from {{ cookiecutter.module_name }}.train import TrainResult
+from {{ cookiecutter.module_name }}.settings import ServingConfig
+from {{ cookiecutter.module_name }}.store import registry, tracking
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 # The alert threshold of the Prometheus rules and of `monitor` (config.toml).
 PSI_THRESHOLD = 0.2

@@ -3,8 +3,8 @@ import pytest
 from conftest import TARGET, make_frame
 
 from {{ cookiecutter.module_name }}.config import Config, EstimatorConfig
-from {{ cookiecutter.module_name }}.data import load, split
-from {{ cookiecutter.module_name }}.pipeline import EstimatorError, build_pipeline
+from {{ cookiecutter.module_name }}.core.data import load, split
+from {{ cookiecutter.module_name }}.core.pipeline import EstimatorError, build_pipeline
 
 
 @pytest.mark.both_tasks

@@ -7,10 +7,11 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from {{ cookiecutter.module_name }} import registry
 from {{ cookiecutter.module_name }}.config import MODEL_INFO_FILE, PROJECT_SLUG, Config
-from {{ cookiecutter.module_name }}.evaluation import is_better
-from {{ cookiecutter.module_name }}.train import TrainResult, train
+from {{ cookiecutter.module_name }}.core.evaluation import is_better
+from {{ cookiecutter.module_name }}.jobs.train import train
+from {{ cookiecutter.module_name }}.store import registry
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 
 @pytest.mark.parametrize(

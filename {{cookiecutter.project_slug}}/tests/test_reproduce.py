@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import config
 from {{ cookiecutter.module_name }}.config import PROJECT_ROOT, PROJECT_SLUG
-from {{ cookiecutter.module_name }}.data import fingerprint
-from {{ cookiecutter.module_name }}.reproduce import ReproduceError, reproduce
+from {{ cookiecutter.module_name }}.core.data import fingerprint
+from {{ cookiecutter.module_name }}.jobs.reproduce import ReproduceError, reproduce
+from {{ cookiecutter.module_name }}.store import tracking
 
 # A git repository, a DVC remote and the command line in subprocesses.
 pytestmark = pytest.mark.integration
@@ -210,7 +210,7 @@ def in_store(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", project.env["MLFLOW_TRACKING_URI"])
     yield
     monkeypatch.undo()
-    config.use_tracking_store()
+    tracking.use_tracking_store()
 
 
 @pytest.mark.usefixtures("in_store")

@@ -18,12 +18,8 @@ import pytest
 from conftest import TARGET, make_frame
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
-from {{ cookiecutter.module_name }}.config import (
-    PROJECT_SLUG,
-    Config,
-    registered_model_uri,
-)
-from {{ cookiecutter.module_name }}.train import TrainResult
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config, registered_model_uri
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 # Each test starts the server as a process of its own.
 pytestmark = pytest.mark.integration

@@ -18,14 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import registry
-from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config, ServingConfig
+from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.runtime.model_input import Rows
 from {{ cookiecutter.module_name }}.serving.app import create_app
 from {{ cookiecutter.module_name }}.serving.observability import Metrics
 from {{ cookiecutter.module_name }}.serving.predictor import Predictor
-from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows, Rows
+from {{ cookiecutter.module_name }}.serving.protocol import IdentifiedRows
 from {{ cookiecutter.module_name }}.serving.service import Service, check_serving
-from {{ cookiecutter.module_name }}.train import TrainResult
+from {{ cookiecutter.module_name }}.settings import ServingConfig
+from {{ cookiecutter.module_name }}.store import registry
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 # Each app starts a model process of its own (a few seconds each).
 pytestmark = pytest.mark.integration

@@ -8,12 +8,14 @@ import pytest
 from conftest import TARGET
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import TEMPLATE_VERSION, tracking
+from {{ cookiecutter.module_name }} import TEMPLATE_VERSION
 from {{ cookiecutter.module_name }}.config import METRICS, PROJECT_SLUG, Config
-from {{ cookiecutter.module_name }}.data import fingerprint
-from {{ cookiecutter.module_name }}.evaluation import GREATER_IS_BETTER
-from {{ cookiecutter.module_name }}.reproduce import CONFIG_ARTIFACT
-from {{ cookiecutter.module_name }}.train import TrainResult, train
+from {{ cookiecutter.module_name }}.core.data import fingerprint
+from {{ cookiecutter.module_name }}.core.evaluation import GREATER_IS_BETTER
+from {{ cookiecutter.module_name }}.jobs.train import train
+from {{ cookiecutter.module_name }}.store import tracking
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
+from {{ cookiecutter.module_name }}.store.tracking import CONFIG_ARTIFACT
 
 
 @pytest.mark.both_tasks
@@ -97,7 +99,7 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr("{{ cookiecutter.module_name }}.train.evaluate", fail)
+    monkeypatch.setattr("{{ cookiecutter.module_name }}.jobs.train.evaluate", fail)
     with pytest.raises(RuntimeError, match="evaluation broke"):
         train(config)
 

@@ -14,14 +14,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from pydantic import ValidationError
 
-from {{ cookiecutter.module_name }} import data, tune
 from {{ cookiecutter.module_name }}.config import (
     PROJECT_SLUG,
     Config,
     ParamRange,
     TuningConfig,
-    tracking_uri,
 )
+from {{ cookiecutter.module_name }}.core import data
+from {{ cookiecutter.module_name }}.errors import ConfigError, StoreError
+from {{ cookiecutter.module_name }}.jobs import tune
+from {{ cookiecutter.module_name }}.jobs.train import train
+from {{ cookiecutter.module_name }}.settings import tracking_uri
 
 SPACE = {"n_estimators": ParamRange(low=5, high=20), "max_depth": ParamRange(low=2, high=6)}
 
@@ -104,7 +107,7 @@ def tuned(tracking_store: str, config: Config, tmp_path_factory: pytest.TempPath
     folder = tmp_path_factory.mktemp("tune")
     with own_store(folder), pytest.MonkeyPatch.context() as patch:
         patch.setattr(tune, "build_pipeline", lambda *args: Recording(original(*args)))
-        result = tune.tune(small(config))
+        result = tune.tune(small(config), train=train)
     return Tuned(Store(folder), result, fitted, scored)
 
 
@@ -161,7 +164,7 @@ def test_no_trial_sees_the_held_out_rows(tuned: Tuned, config: Config) -> None:
 
 def test_a_new_tune_resumes_the_study(tuned: Tuned, config: Config) -> None:
     with own_store(tuned.store.folder) as store:
-        again = tune.tune(small(config, trials=2))
+        again = tune.tune(small(config, trials=2), train=train)
         study = store.study()
 
     assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
@@ -194,7 +197,7 @@ def test_an_interrupted_tune_keeps_its_finished_trials_and_registers_nothing(
     monkeypatch.setattr(tune, "cross_validate", interrupted_at_the_second)
     with own_store(tmp_path) as store:
         with pytest.raises(KeyboardInterrupt):
-            tune.tune(small(config))
+            tune.tune(small(config), train=train)
         states = [t.state.name for t in store.study().trials]
         statuses = sorted(r.info.status for r in store.runs())
         versions = store.versions()
@@ -215,8 +218,8 @@ def test_a_bad_space_is_named_before_anything_runs(
     tracking_store: str, config: Config, tmp_path: Path, tuning: dict[str, Any], message: str
 ) -> None:
     with own_store(tmp_path) as store:
-        with pytest.raises(ValueError, match=message):
-            tune.tune(small(config, **tuning))
+        with pytest.raises(ConfigError, match=message):
+            tune.tune(small(config, **tuning), train=train)
         assert store.runs() == []
 
 
@@ -240,9 +243,9 @@ def test_an_unreachable_storage_is_named_and_nothing_runs(
     url = "postgresql://tuner:secret@127.0.0.1:9/studies"
     with own_store(tmp_path, optuna_storage=url) as store:
         with pytest.raises(
-            RuntimeError, match=r"Optuna storage .*127\.0\.0\.1:9/studies cannot be"
+            StoreError, match=r"Optuna storage .*127\.0\.0\.1:9/studies cannot be"
         ) as error:
-            tune.tune(small(config))
+            tune.tune(small(config), train=train)
         assert store.runs() == []
 
     assert "secret" not in str(error.value)

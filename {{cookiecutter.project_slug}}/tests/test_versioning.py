@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from {{ cookiecutter.module_name }} import registry
 from {{ cookiecutter.module_name }}.config import Config
-from {{ cookiecutter.module_name }}.data import fingerprint, load, split
-from {{ cookiecutter.module_name }}.train import TrainResult
-from {{ cookiecutter.module_name }}.versioning import (
+from {{ cookiecutter.module_name }}.core.data import fingerprint, load, split
+from {{ cookiecutter.module_name }}.store import registry
+from {{ cookiecutter.module_name }}.store.registry import TrainResult
+from {{ cookiecutter.module_name }}.store.versioning import (
     CodeVersion,
     data_version,
     reproducibility,

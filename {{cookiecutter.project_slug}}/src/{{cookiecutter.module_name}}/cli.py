@@ -17,15 +17,12 @@ from .config import (
     SAMPLE_PATH,
     SPARK_ENV_MANAGERS,
     Config,
-    ServingConfig,
     load_config,
     registered_model_uri,
-    tracking_uri,
-    use_tracking_store,
 )
+from .errors import ProjectError
+from .settings import ServingConfig, tracking_uri
 
-# Errors whose message already says what to change: shown without a traceback.
-UserError = (ValueError, RuntimeError, FileNotFoundError)
 F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
@@ -51,13 +48,16 @@ def data_options(command: F) -> F:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn errors meant for the user into a one-line message and exit status 1."""
+    """The one place errors become messages: a ProjectError's or MLflow's, on one line.
+
+    Any other exception is a bug, and keeps its traceback.
+    """
     try:
         yield
     except ValidationError as error:
         raise click.ClickException(f"Invalid configuration:\n{error}") from None
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
+    except ProjectError as error:
+        raise failure(error) from None
     except Exception as error:
         # Imported only here: MLflow takes seconds to import, and --help should not wait.
         from mlflow.exceptions import MlflowException
@@ -65,6 +65,12 @@ def user_errors() -> Iterator[None]:
         if isinstance(error, MlflowException):
             raise click.ClickException(unreachable(error) or error.message) from None
         raise
+
+
+def failure(error: ProjectError) -> click.ClickException:
+    """The error's message on one line, and its exit status (click's is a class attribute)."""
+    kind = type(type(error).__name__, (click.ClickException,), {"exit_code": error.exit_status})
+    return kind(str(error))  # type: ignore[no-any-return]
 
 
 def unreachable(error: BaseException) -> str | None:
@@ -106,7 +112,7 @@ def main(verbose: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
 def data(config_path: Path, force: bool) -> None:
     """Write the sample dataset to the configured data path, if it is the sample's."""
-    from .data import write_sample
+    from .core.data import write_sample
 
     config = read_config(config_path, None, None)
     if config.data.path.exists() and not force:
@@ -134,7 +140,7 @@ def data_version(config_path: Path, data: Path | None) -> None:
 
     Stages the hash file (`<data>.dvc`) in git: commit it with the code, then train.
     """
-    from .versioning import record_data_version, remote_url
+    from .store.versioning import record_data_version, remote_url
 
     config = read_config(config_path, data, None)
     with user_errors():
@@ -149,7 +155,7 @@ def data_version(config_path: Path, data: Path | None) -> None:
 @data_options
 def train(config_path: Path, data: Path | None, target: str | None) -> None:
     """Train a model, log it to MLflow, register it and promote it if it is better."""
-    from .train import train as run_training
+    from .jobs.train import train as run_training
 
     config = read_config(config_path, data, target)
     with user_errors():
@@ -182,13 +188,14 @@ def tune(
     Each trial is a nested MLflow run, scored by cross-validation of the training split.
     Processes that name the same study in $OPTUNA_STORAGE (a database URL) share it.
     """
-    from .tune import storage_url
-    from .tune import tune as run_tuning
+    from .jobs.train import train
+    from .jobs.tune import storage_url
+    from .jobs.tune import tune as run_tuning
 
     config = read_config(config_path, data, target)
     try:
         with user_errors():
-            result = run_tuning(config, trials, jobs, study_name, timeout)
+            result = run_tuning(config, trials, jobs, study_name, timeout, train=train)
     except KeyboardInterrupt:
         raise click.ClickException(
             f"Interrupted: the finished trials stay in the study; `tune` again resumes it "
@@ -217,9 +224,9 @@ def evaluate(
     """Print a registered model's metrics on the held-out part of the data."""
     import mlflow.sklearn
 
-    from . import tracking
-    from .data import load, split
-    from .evaluation import evaluate as score
+    from .core.data import load, split
+    from .core.evaluation import evaluate as score
+    from .store import tracking
 
     config = read_config(config_path, data, target)
     uri = registered_model_uri(version) if version else registered_model_uri(alias=alias)
@@ -246,7 +253,7 @@ def reproduce(model: str, tolerance: float) -> None:
     Registers nothing and leaves the work tree as it is; tags the run with the verdict.
     Exit status 0: reproduced; 1: not reproduced, or it cannot be.
     """
-    from .reproduce import reproduce as run_reproduction
+    from .jobs.reproduce import reproduce as run_reproduction
 
     with user_errors():
         result = run_reproduction(model, tolerance)
@@ -260,7 +267,7 @@ def reproduce(model: str, tolerance: float) -> None:
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 def rebuild(record: Path, out: Path) -> None:
     """Retrain with a run's configuration: what `reproduce` runs in its scratch checkout."""
-    from .reproduce import rebuild as run_rebuild
+    from .jobs.reproduce import rebuild as run_rebuild
 
     with user_errors():
         run_rebuild(record, out)
@@ -271,7 +278,7 @@ def rebuild(record: Path, out: Path) -> None:
 @click.option("--rollback", is_flag=True, help="Give champion back to the previous champion.")
 def promote(version: str | None, rollback: bool) -> None:
     """Move the champion alias by hand: to a version, or back (rollback)."""
-    from . import registry, tracking
+    from .store import registry, tracking
 
     if bool(version) == rollback:
         raise click.UsageError("Pass exactly one of --version N and --rollback.")
@@ -289,7 +296,7 @@ def promote(version: str | None, rollback: bool) -> None:
 @click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
 def export_model(destination: Path) -> None:
     """Copy the champion model to DESTINATION, as the image bakes it in; print its version."""
-    from . import registry, tracking
+    from .store import registry, tracking
 
     with user_errors():
         champion = registry.export_champion(tracking.setup(), destination)
@@ -390,6 +397,7 @@ def predict(
     The output appears only once complete; an error or an interrupt leaves none.
     """
     from .batch.job import find_inputs, load_batch_model
+    from .store.tracking import use_tracking_store
 
     if model_ref and model_uri:
         raise click.UsageError("Pass at most one of --model and --model-uri.")
@@ -464,8 +472,8 @@ def monitor(
     Logs an MLflow run with the windows' metrics, figures and an HTML report. Exit
     status 0: no retraining needed; 3: retraining recommended; 1: an error.
     """
-    from .monitoring.monitor import RETRAIN_EXIT_STATUS
-    from .monitoring.monitor import monitor as run_monitor
+    from .jobs.monitor.monitor import RETRAIN_EXIT_STATUS
+    from .jobs.monitor.monitor import monitor as run_monitor
 
     overrides = {"monitoring": {"window": window}} if window else {}
     with user_errors():

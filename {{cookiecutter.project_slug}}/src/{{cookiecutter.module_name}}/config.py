@@ -1,6 +1,5 @@
 """Configuration: one typed object, read once from `config.toml`, then the environment."""
 
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,6 +11,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .errors import ConfigError
+
 # The src layout puts the project root two levels above this package.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILE = PROJECT_ROOT / "config.toml"
@@ -19,7 +20,6 @@ PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
 ENV_PREFIX = "{{ cookiecutter.module_name | upper }}_"
 # Where Spark executors get a model's libraries (mlflow.pyfunc.spark_udf's env_manager).
 SPARK_ENV_MANAGERS = ("local", "uv", "virtualenv", "conda")
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"
 # Written beside an exported model: the registered name and version it was exported from.
 MODEL_INFO_FILE = "registered_model.json"
 
@@ -282,7 +282,7 @@ def load_config(path: Path = CONFIG_FILE, **overrides: Any) -> Config:
     `overrides` are nested like the file: `load_config(data={"target": "churned"})`.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"Configuration file {path} not found: create it or pass --config.")
+        raise ConfigError(f"Configuration file {path} not found: create it or pass --config.")
 
     class FileConfig(Config):
         model_config = SettingsConfigDict(toml_file=path)
@@ -299,56 +299,3 @@ def registered_model_uri(
     if alias is None:
         return f"models:/{name}/{version}"
     return f"models:/{name}@{alias}"
-
-
-class ServingConfig(BaseSettings):
-    """The served model, where to listen and the server's limits, from the environment.
-
-    Each field is read from the variable of its name in capitals: `MODEL_URI`,
-    `HOST`, `PORT`, `WEB_CONCURRENCY`, `MAX_BATCH_ROWS`, ...
-    """
-
-    model_uri: str = registered_model_uri(alias="champion")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
-    # Worker processes, each with its own copy of the model. One suits a container
-    # on one or two cores: batching keeps it busy. More scale out on more cores.
-    web_concurrency: int = Field(default=1, ge=1)
-    # Most rows in one predict call; a request larger than that is predicted alone.
-    max_batch_rows: int = Field(default=256, ge=1)
-    # Under load, how long a batch waits for the callers it just answered to send
-    # their next request, so that they are predicted together. A lone caller never
-    # waits. 1 ms raised throughput at 16 connections by a third in `make bench`.
-    max_batch_wait_ms: float = Field(default=1.0, ge=0)
-    # Limits of one request: a larger body is refused with 413 before it is read,
-    # more rows with 413, and no answer within the timeout gives 504.
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
-    max_request_rows: int = Field(default=10_000, ge=1)
-    request_timeout_s: float = Field(default=30.0, gt=0)
-    # Predict scikit-learn models without their per-call overhead (`fast_predict.py`),
-    # where that gives exactly their predictions; false: their own predict.
-    fast_predict: bool = True
-    # Live drift on /metrics against the model's reference profile, over the last
-    # DRIFT_WINDOW_S seconds (10 minutes) of traffic, in steps of a tenth of it.
-    monitoring: bool = True
-    drift_window_s: float = Field(default=600.0, gt=0)
-    # Where the server's processes share their counts (a temporary folder if unset).
-    monitoring_dir: Path | None = None
-    # The inference log: every scored row, its prediction and id (off if unset),
-    # at most INFERENCE_LOG_MAX_MB per server process.
-    inference_log_dir: Path | None = None
-    inference_log_max_mb: float = Field(default=100.0, gt=0)
-
-
-def tracking_uri() -> str:
-    """Return `MLFLOW_TRACKING_URI` if set, else the SQLite store at the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-
-
-def use_tracking_store() -> str:
-    """Point this process' MLflow at the tracking store; each process calls it once."""
-    import mlflow  # here, not at the top: MLflow takes seconds to import, `--help` should not
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    return uri

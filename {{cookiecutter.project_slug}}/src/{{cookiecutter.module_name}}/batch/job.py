@@ -23,7 +23,10 @@ import pyarrow as pa
 from mlflow.pyfunc import PyFuncModel
 from mlflow.types import DataType, Schema
 
-from ..serving.model_info import ServedModel, describe_model, missing_inputs
+from ..errors import BatchJobError
+from ..runtime.model import ServedModel, describe_model
+from ..runtime.model_input import missing_inputs
+from ..settings import export_default
 
 Format = Literal["csv", "parquet"]
 # Input files by suffix; in a directory, other files (and hidden ones) are not inputs.
@@ -32,10 +35,6 @@ PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 MODEL_NAME = "model_name"
 MODEL_VERSION = "model_version"
-
-
-class BatchError(ValueError):
-    """The job cannot run as asked; the message says what to change. Nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def find_inputs(location: str) -> Inputs:
     if is_uri(location):
         suffix = Path(location.rstrip("/")).suffix.lower()
         if suffix not in INPUT_FORMATS:
-            raise BatchError(
+            raise BatchJobError(
                 f"{location}: name a .csv or .parquet file, or a glob of them (*.parquet), "
                 "so that the format is known."
             )
@@ -74,7 +73,7 @@ def find_inputs(location: str) -> Inputs:
         )
     elif path.is_file():
         if path.suffix.lower() not in INPUT_FORMATS:
-            raise BatchError(f"{location} is neither a .csv nor a .parquet file.")
+            raise BatchJobError(f"{location} is neither a .csv nor a .parquet file.")
         files = [location]
     elif glob.has_magic(location):
         files = sorted(
@@ -83,12 +82,12 @@ def find_inputs(location: str) -> Inputs:
             if Path(name).is_file() and Path(name).suffix.lower() in INPUT_FORMATS
         )
     else:
-        raise BatchError(f"{location} does not exist: name a file, a directory or a glob.")
+        raise BatchJobError(f"{location} does not exist: name a file, a directory or a glob.")
     if not files:
-        raise BatchError(f"{location} holds no .csv or .parquet file to score.")
+        raise BatchJobError(f"{location} holds no .csv or .parquet file to score.")
     formats = {INPUT_FORMATS[Path(file).suffix.lower()] for file in files}
     if len(formats) > 1:
-        raise BatchError(f"{location} mixes CSV and Parquet files: score each format alone.")
+        raise BatchJobError(f"{location} mixes CSV and Parquet files: score each format alone.")
     return Inputs(files, formats.pop())
 
 
@@ -156,20 +155,20 @@ def probability_column(label: Any) -> str:
 def load_batch_model(uri: str, probabilities: bool) -> BatchModel:
     """Pin `uri` (a version, an alias, a run or a directory) to its version and load it."""
     # MLflow's download bars would bury the job's one line of result or error.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    export_default(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     described = describe_model(uri)
     if described.schema is None or not described.schema.has_input_names():
-        raise BatchError(f"Model {uri} has no signature naming its input columns: retrain it.")
+        raise BatchJobError(f"Model {uri} has no signature naming its input columns: retrain it.")
     pyfunc = mlflow.pyfunc.load_model(described.pinned_uri)
     example = pyfunc.input_example
     if example is None:
-        raise BatchError(f"Model {uri} has no input example to learn its output type from.")
+        raise BatchJobError(f"Model {uri} has no input example to learn its output type from.")
     prediction_type = arrow_type(np.asarray(pyfunc.predict(example)))
     classes = None
     if probabilities:
         raw = pyfunc.get_raw_model() if pyfunc.loader_module == "mlflow.sklearn" else None
         if raw is None or not hasattr(raw, "predict_proba"):
-            raise BatchError(f"Model {uri} gives no probabilities: drop --probabilities.")
+            raise BatchJobError(f"Model {uri} gives no probabilities: drop --probabilities.")
         classes = list(raw.classes_)
     return BatchModel(described, pyfunc, prediction_type, classes)
 
@@ -177,7 +176,7 @@ def load_batch_model(uri: str, probabilities: bool) -> BatchModel:
 def arrow_type(predictions: np.ndarray[Any, Any]) -> pa.DataType:
     """The column type of predictions: labels keep theirs (text or integers), values are doubles."""
     if predictions.ndim != 1:
-        raise BatchError(
+        raise BatchJobError(
             f"The model predicts {predictions.ndim}-dimensional output: one value a row."
         )
     kind = predictions.dtype.kind
@@ -193,15 +192,15 @@ def arrow_type(predictions: np.ndarray[Any, Any]) -> pa.DataType:
 def id_columns(
     configured: Sequence[str], columns: Sequence[str], model: BatchModel, source: str
 ) -> list[str]:
-    """The input columns carried into the output; BatchError if `source` lacks one the job needs."""
+    """The input columns carried into the output; BatchJobError if `source` lacks one needed."""
     if missing := missing_inputs(model.schema, columns):
-        raise BatchError(
+        raise BatchJobError(
             f"{source} lacks the model's input columns {', '.join(missing)}: add them "
             "(the model's signature is in the MLflow UI, under the version's artifacts)."
         )
     if configured:
         if absent := [name for name in configured if name not in columns]:
-            raise BatchError(
+            raise BatchJobError(
                 f"{source} lacks the id columns {', '.join(absent)}: fix [batch] id_columns "
                 "in config.toml or --id-column."
             )

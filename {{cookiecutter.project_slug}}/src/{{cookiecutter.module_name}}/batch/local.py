@@ -21,12 +21,13 @@ import pyarrow.parquet as pq
 from mlflow.types import DataType
 from tqdm import tqdm
 
-from ..serving.model_process import column_dtype, frame_predictor, typed_frame
+from ..errors import BatchJobError
+from ..runtime.model import frame_predictor
+from ..runtime.model_input import column_dtype, typed_frame
 from .job import (
     MODEL_NAME,
     MODEL_VERSION,
     PREDICTION,
-    BatchError,
     BatchModel,
     Inputs,
     id_columns,
@@ -64,9 +65,9 @@ class Source(Protocol):
         ...
 
 
-def unreadable(path: str, kind: str, error: BaseException) -> BatchError:
+def unreadable(path: str, kind: str, error: BaseException) -> BatchJobError:
     """The error of a file that is not what its name says."""
-    return BatchError(f"{path} is not a readable {kind} file ({type(error).__name__}: {error}).")
+    return BatchJobError(f"{path} is not a readable {kind} file ({type(error).__name__}: {error}).")
 
 
 class CsvSource:
@@ -111,7 +112,7 @@ class CsvSource:
                 except StopIteration:
                     return
                 except ValueError as error:
-                    raise BatchError(self.explain(start, error)) from None
+                    raise BatchJobError(self.explain(start, error)) from None
                 yield Chunk(frame, {}, handle.tell())
                 start += len(frame)
 
@@ -186,7 +187,7 @@ class ParquetSource:
             if not compatible(spec.type, arrow):
                 # pandas 3 writes text as large_string: to a reader, both are string.
                 held = str(arrow).removeprefix("large_")
-                raise BatchError(
+                raise BatchJobError(
                     f"{path}: column {spec.name!r} holds {held} values; the model takes "
                     f"{type_name(spec.type)} values there."
                 )
@@ -224,7 +225,7 @@ def output_schema(sources: Sequence[Source], model: BatchModel) -> pa.Schema:
     first = sources[0]
     for source in sources[1:]:
         if source.ids != first.ids:
-            raise BatchError(
+            raise BatchJobError(
                 f"{source.path} and {first.path} have different columns besides the model's "
                 f"({source.ids} and {first.ids}): set [batch] id_columns or --id-column."
             )
@@ -235,7 +236,7 @@ def output_schema(sources: Sequence[Source], model: BatchModel) -> pa.Schema:
             continue
         types = {source.path: str(source.id_type(name)) for source in sources}
         if len(set(types.values())) > 1:
-            raise BatchError(f"Column {name!r} has different types in the inputs: {types}.")
+            raise BatchJobError(f"Column {name!r} has different types in the inputs: {types}.")
         fields.append(pa.field(name, first.id_type(name)))
     return pa.schema([*fields, *model.fixed_columns()])
 
@@ -254,7 +255,7 @@ class Scorer:
         try:
             typed = typed_frame(chunk.frame, self.model.schema)
         except ValueError as error:
-            raise BatchError(f"{source.path}: {error}.") from None
+            raise BatchJobError(f"{source.path}: {error}.") from None
         columns: dict[str, Any] = {}
         for name in source.ids:
             columns[name] = chunk.carried.get(
@@ -294,7 +295,7 @@ def score_locally(
     """Score every row of `inputs` into `output` (.csv, else Parquet); return the rows."""
     remote = [location for location in (*inputs.files[:1], output) if is_uri(location)]
     if remote:
-        raise BatchError(
+        raise BatchJobError(
             f"The local engine reads and writes local files: use --engine spark for {remote[0]}."
         )
     destination = Path(output)

@@ -12,7 +12,6 @@ Python has them, as in local mode or a cluster image built from this project) or
 """
 
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -34,7 +33,6 @@ from {{ cookiecutter.module_name }}.batch.job import (
     MODEL_NAME,
     MODEL_VERSION,
     PREDICTION,
-    BatchError,
     BatchModel,
     Inputs,
     find_inputs,
@@ -44,15 +42,12 @@ from {{ cookiecutter.module_name }}.batch.job import (
     probability_column,
     staged,
 )
-from {{ cookiecutter.module_name }}.config import (
-    SPARK_ENV_MANAGERS,
-    ServingConfig,
-    load_config,
-    use_tracking_store,
-)
+from {{ cookiecutter.module_name }}.config import SPARK_ENV_MANAGERS, load_config
+from {{ cookiecutter.module_name }}.errors import BatchJobError
+from {{ cookiecutter.module_name }}.settings import ServingConfig, export_default, locations
+from {{ cookiecutter.module_name }}.store.tracking import use_tracking_store
 
 MINIMUM_JAVA = 17
-DEFAULT_MASTER = "local[*]"
 # Spark's names of the signature's types, and of the prediction column's.
 SPARK_TYPES = {
     DataType.boolean: "boolean",
@@ -82,13 +77,13 @@ def java_version(java: str) -> int | None:
 
 
 def check_java() -> None:
-    """BatchError in one line unless Java 17 or later is where Spark looks for it."""
-    home = os.environ.get("JAVA_HOME")
+    """BatchJobError in one line unless Java 17 or later is where Spark looks for it."""
+    home = locations().java_home
     java = str(Path(home) / "bin" / "java") if home else "java"
     version = java_version(java)
     if version is None or version < MINIMUM_JAVA:
         found = f"Java {version}" if version else f"no Java ({java} does not run)"
-        raise BatchError(
+        raise BatchJobError(
             f"Spark needs Java {MINIMUM_JAVA} or later and found {found}: install it "
             "(Debian: apt-get install openjdk-17-jre-headless) or point JAVA_HOME at one."
         )
@@ -100,7 +95,7 @@ def spark_session() -> Any:
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
     except ImportError:
-        raise BatchError(
+        raise BatchJobError(
             "pyspark is not installed: `uv sync --group spark` (or `make install`)."
         ) from None
     check_java()
@@ -108,11 +103,11 @@ def spark_session() -> Any:
     warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
     builder = SparkSession.builder.appName("{{ cookiecutter.project_slug }}-predict")
     if not SparkConf().contains("spark.master"):  # set by spark-submit
-        master = os.environ.get("SPARK_MASTER") or DEFAULT_MASTER
+        master = locations().spark_master
         builder = builder.master(master)
         if master.startswith("local"):
             # Local workers run this Python, which has the project's libraries.
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            export_default(PYSPARK_PYTHON=sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
@@ -148,7 +143,7 @@ def score_with_spark(
     try:
         return run(spark, inputs, destination, model, ids, env_manager)
     except (PySparkException, Py4JJavaError) as error:
-        raise BatchError(spark_error(error)) from None
+        raise BatchJobError(spark_error(error)) from None
 
 
 def run(
@@ -263,7 +258,7 @@ def main(
         model = load_batch_model(model_uri or ServingConfig().model_uri, probabilities)
         columns = list(ids) or configured_ids()
         rows = score_with_spark(find_inputs(location), destination, model, columns, env_manager)
-    except BatchError as error:
+    except BatchJobError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Wrote {rows} predictions of {model.label} to {destination}")
 

@@ -18,11 +18,11 @@ from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
-from ..config import PROJECT_SLUG, ServingConfig
-from .batching import BatchError
+from ..config import PROJECT_SLUG
+from ..errors import PayloadError, ProjectError
+from ..settings import ServingConfig
 from .observability import Metrics, Observe
-from .predictor import PredictorError
-from .protocol import OPENAPI_BODY, PayloadError, error_response, predictions_response
+from .protocol import OPENAPI_BODY, error_response, predictions_response
 from .service import Service
 
 log = logging.getLogger(__name__)
@@ -123,15 +123,11 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
                 "overloaded or the request too large. Retry later or send fewer rows.",
                 504,
             )
-        except PayloadError as exc:
-            return error_response(str(exc), exc.status, exc.code)
+        except ProjectError as exc:  # the request's own fault, or the model process gone
+            return error_response(str(exc), exc.http_status, exc.error_code)
         except MlflowException as exc:
             # Schema enforcement: a missing column or a value of the wrong type, named.
             return error_response(exc.message, 400, "INVALID_PARAMETER_VALUE")
-        except PredictorError as exc:
-            return error_response(str(exc), 503)
-        except BatchError as exc:
-            return error_response(str(exc), 500)
         except (ValueError, TypeError) as exc:
             return error_response(f"The model cannot score this input: {exc}", 400)
         response = predictions_response(predictions)

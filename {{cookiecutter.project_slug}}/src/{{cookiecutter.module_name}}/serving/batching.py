@@ -18,17 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import IdentifiedRows, Rows
+from ..errors import ScoringError
+from ..runtime.model_input import Rows
+from .protocol import IdentifiedRows
 
 log = logging.getLogger(__name__)
 
 # Predicts a batch of requests' rows; returns one outcome per request: its
 # predictions, or the exception that request raised.
 PredictBatch = Callable[[list[IdentifiedRows]], Awaitable[list[Any]]]
-
-
-class BatchError(RuntimeError):
-    """The server failed while predicting a batch; its requests get a 500."""
 
 
 @dataclass
@@ -111,7 +109,9 @@ class Batcher:
         try:
             outcomes = await self.predict_batch([(job.id, job.rows) for job in batch])
             if len(outcomes) != len(batch):
-                raise BatchError(f"{len(outcomes)} outcomes for a batch of {len(batch)} requests.")
+                raise ScoringError(
+                    f"{len(outcomes)} outcomes for a batch of {len(batch)} requests."
+                )
         except Exception as error:  # the batch fails, the batcher goes on
             if len(batch) > 1:
                 log.warning("A batch of %d requests failed (%r): one by one.", len(batch), error)
@@ -119,7 +119,7 @@ class Batcher:
                     await self.serve([job])
                 return
             log.exception("Predicting a request failed.", exc_info=error)
-            outcomes = [BatchError("The server failed to predict this request.")]
+            outcomes = [ScoringError("The server failed to predict this request.")]
         for job, outcome in zip(batch, outcomes, strict=True):
             if job.future.done():
                 continue

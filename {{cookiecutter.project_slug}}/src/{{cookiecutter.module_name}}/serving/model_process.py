@@ -17,18 +17,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PyFuncModel
-from mlflow.types import ColSpec, DataType, Schema
-from mlflow.utils.proto_json_utils import cast_df_types_according_to_schema
 
-from ..config import use_tracking_store
-from ..fast_predict import fast_predict
-from ..monitoring.inference_log import InferenceLog, LogSettings
-from ..monitoring.live import LiveSettings, WindowWriter
-from .protocol import IdentifiedRows, PayloadError, Rows
+from ..runtime.inference_log import InferenceLog, LogSettings
+from ..runtime.live import LiveSettings, WindowWriter
+from ..runtime.model import load_model
+from ..runtime.model_input import to_frame
+from ..store.tracking import use_tracking_store
+from .protocol import IdentifiedRows
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +34,6 @@ READY = "ready"
 # Predicts the rows of requests as one call: the model's `predict`, with the typing
 # of the rows before it and the monitoring after it.
 Predict = Callable[[list[IdentifiedRows]], Any]
-# The model's own predict, on a frame typed by its signature.
-PredictFrame = Callable[[pd.DataFrame], Any]
-
-# Signature types `to_frame` casts itself.
-DIRECT = {
-    DataType.boolean,
-    DataType.integer,
-    DataType.long,
-    DataType.float,
-    DataType.double,
-    DataType.string,
-}
 
 
 @dataclass(frozen=True)
@@ -139,35 +124,6 @@ class Scorer:
             self.log.close()
 
 
-def load_model(model_uri: str, fast: bool = True) -> tuple[PredictFrame, Schema | None]:
-    """Load the model; return its predict for typed frames, and its input schema.
-
-    A scikit-learn model whose signature `to_frame` casts entirely is called directly,
-    through its fast path (`fast_predict.py`): the frame already has the signature's
-    columns and types, and MLflow's checks in `PyFuncModel.predict` would build it once
-    more (1.5 ms a call). Any other model goes through `PyFuncModel.predict`.
-    """
-    model = mlflow.pyfunc.load_model(model_uri)
-    return frame_predictor(model, fast), model.metadata.get_input_schema()
-
-
-def frame_predictor(model: PyFuncModel, fast: bool = True) -> PredictFrame:
-    """The loaded model's predict for frames typed by `to_frame` or `typed_frame`."""
-    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
-    if is_direct(schema) and model.loader_module == "mlflow.sklearn":
-        if not fast:
-            log.info("The fast path is off (FAST_PREDICT=false).")
-            return model.get_raw_model().predict  # type: ignore[no-untyped-call,no-any-return]
-        example = model.input_example
-        typed = (
-            to_frame(example.to_dict(orient="records"), schema)  # type: ignore[arg-type]
-            if isinstance(example, pd.DataFrame)
-            else None
-        )
-        return fast_predict(model.get_raw_model(), typed)  # type: ignore[no-untyped-call]
-    return model.predict
-
-
 def predict_jobs(predict: Predict, jobs: list[IdentifiedRows]) -> list[Any]:
     """Predict the jobs' rows together; if that fails, alone, so a bad request fails alone.
 
@@ -205,78 +161,3 @@ def portable(outcome: Any) -> Any:
     if isinstance(outcome, Exception):
         return RuntimeError(f"{type(outcome).__name__}: {outcome}")
     return outcome
-
-
-def is_direct(schema: Schema | None) -> bool:
-    """Whether `to_frame` casts every input of the signature itself."""
-    return (
-        schema is not None
-        and schema.has_input_names()
-        and all(
-            isinstance(spec, ColSpec) and isinstance(spec.type, DataType) and spec.type in DIRECT
-            for spec in schema.inputs
-        )
-    )
-
-
-def to_frame(rows: Rows, schema: Schema | None) -> pd.DataFrame:
-    """Make a DataFrame of rows, each column cast to its type in the model's signature.
-
-    Numbers, booleans and strings are cast here, column by column, which is ten times
-    faster than MLflow's cast; other types (dates, binary, arrays) go through MLflow's.
-    The frame has the signature's columns, in its order; a missing value is NaN.
-    Turning rows into a typed frame costs about as much for one row as for hundreds,
-    so it is done once a batch, here, not once a request.
-    """
-    if schema is None or not schema.has_input_names():
-        return pd.DataFrame(rows)
-    if not is_direct(schema):
-        cast: pd.DataFrame = cast_df_types_according_to_schema(pd.DataFrame(rows), schema)  # type: ignore[no-untyped-call]
-        return cast
-    columns: dict[str, Any] = {}
-    for spec in schema.inputs:
-        name, data_type = str(spec.name), spec.type
-        assert isinstance(data_type, DataType)  # is_direct checked it
-        values = [row.get(name) for row in rows]
-        try:
-            if data_type == DataType.string:
-                columns[name] = pd.array(values, dtype=column_dtype(data_type))
-            else:
-                columns[name] = np.array(values, dtype=column_dtype(data_type))
-        except (TypeError, ValueError) as error:
-            raise PayloadError(
-                f"Column {name!r} must hold {data_type.name} values: {error}."
-            ) from None
-    return pd.DataFrame(columns)
-
-
-def column_dtype(data_type: DataType) -> Any:
-    """The dtype of a column of this signature type in the frames the model is given.
-
-    Strings take pandas' string dtype, as `read_csv` gives: a missing value is NaN,
-    which imputers see as missing, whether or not other rows of the batch have a value.
-    """
-    return "str" if data_type == DataType.string else data_type.to_pandas()
-
-
-def typed_frame(frame: pd.DataFrame, schema: Schema | None) -> pd.DataFrame:
-    """`to_frame` for a DataFrame (a chunk of a batch job): the signature's columns and types.
-
-    Raises ValueError naming the first column whose values are not of its type.
-    """
-    if schema is None or not schema.has_input_names():
-        return frame
-    if not is_direct(schema):
-        cast: pd.DataFrame = cast_df_types_according_to_schema(frame, schema)  # type: ignore[no-untyped-call]
-        return cast
-    columns: dict[str, Any] = {}
-    for spec in schema.inputs:
-        name, data_type = str(spec.name), spec.type
-        assert isinstance(data_type, DataType)  # is_direct checked it
-        try:
-            columns[name] = frame[name].astype(column_dtype(data_type))
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"column {name!r} must hold {data_type.name} values: {error}"
-            ) from None
-    return pd.DataFrame(columns)

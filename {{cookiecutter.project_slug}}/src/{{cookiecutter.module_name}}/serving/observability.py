@@ -9,7 +9,6 @@ https://prometheus.github.io/client_python/multiprocess/
 import collections
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -27,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..settings import locations
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -110,7 +111,7 @@ class Metrics:
 
     def expose(self) -> bytes:
         """The metrics in Prometheus' text format, summed over workers if there are several."""
-        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        if locations().prometheus_multiproc_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             for collector in self.collectors:

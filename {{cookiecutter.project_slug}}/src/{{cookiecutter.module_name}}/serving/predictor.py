@@ -13,15 +13,12 @@ import logging
 import multiprocessing
 from typing import Any
 
+from ..errors import ModelUnavailableError
 from . import model_process
 from .model_process import ModelSettings
 from .protocol import IdentifiedRows
 
 log = logging.getLogger(__name__)
-
-
-class PredictorError(RuntimeError):
-    """The model process is gone; a new one is started for the next requests."""
 
 
 class Predictor:
@@ -74,15 +71,17 @@ class Predictor:
         try:
             return self.connection.recv()
         except (EOFError, OSError):
-            raise PredictorError(
+            raise ModelUnavailableError(
                 f"The model process stopped (exit code {self.process.exitcode})."
             ) from None
 
     async def wait_ready(self) -> None:
-        """Wait until the model is loaded; raise PredictorError saying why it is not."""
+        """Wait until the model is loaded; raise ModelUnavailableError saying why it is not."""
         message = await self.receive()
         if message != model_process.READY:
-            raise PredictorError(f"The model process could not load {self.settings.uri}: {message}")
+            raise ModelUnavailableError(
+                f"The model process could not load {self.settings.uri}: {message}"
+            )
         self.ready = True
 
     async def predict(self, jobs: list[IdentifiedRows]) -> list[Any]:
@@ -99,10 +98,12 @@ class Predictor:
             self.connection.send(jobs)
             outcomes: list[Any] = await self.receive()
             self.pending = False
-        except (PredictorError, OSError) as error:
+        except (ModelUnavailableError, OSError) as error:
             log.error("%s Starting a new model process.", error)
             self.restart()
-            return [PredictorError("The model process stopped: retry the request.")] * len(jobs)
+            return [ModelUnavailableError("The model process stopped: retry the request.")] * len(
+                jobs
+            )
         return outcomes
 
     def close(self) -> None:

@@ -24,7 +24,8 @@ from mlflow.pyfunc.scoring_server import (
 from mlflow.types import Schema
 from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
 
-from .model_info import missing_inputs
+from ..errors import PayloadError
+from ..runtime.model_input import Rows, missing_inputs
 
 PAYLOAD_FORMATS = {"dataframe_split", "dataframe_records", "instances", "inputs"}
 # Keys of MLflow's unified input for language models, which take no table.
@@ -63,24 +64,8 @@ OPENAPI_BODY = {
 }
 
 
-# A table as a list of rows, each a {column: value} mapping.
-Rows = list[dict[str, Any]]
 # A request's id and its rows, as the model process receives them.
 IdentifiedRows = tuple[str, Rows]
-
-
-class PayloadError(ValueError):
-    """The request cannot be scored; the message says what is wrong with it."""
-
-    def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST") -> None:
-        super().__init__(message)
-        self.status = status
-        # MLflow's error code, as its server names this error.
-        self.code = code
-
-    def __reduce__(self) -> tuple[type["PayloadError"], tuple[str, int, str]]:
-        # Raised in the prediction process too: it must cross back intact.
-        return PayloadError, (str(self), self.status, self.code)
 
 
 def as_records(payload: dict[str, Any]) -> dict[str, Any]:

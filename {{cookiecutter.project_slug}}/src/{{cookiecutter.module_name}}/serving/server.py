@@ -1,6 +1,5 @@
 """Run the app under uvicorn: one process, or `WEB_CONCURRENCY` worker processes."""
 
-import os
 import socket
 import tempfile
 from pathlib import Path
@@ -8,7 +7,7 @@ from pathlib import Path
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from ..config import ServingConfig
+from ..settings import ServingConfig, export
 
 APP_FACTORY = f"{__package__}.app:create_app"
 
@@ -33,14 +32,14 @@ class TcpConfig(uvicorn.Config):
 def run(model_uri: str, settings: ServingConfig, host: str, port: int) -> None:
     """Serve until SIGTERM or Ctrl-C; requests in flight are answered before it exits."""
     # Each worker process builds the app from the environment.
-    os.environ["MODEL_URI"] = model_uri
+    export(MODEL_URI=model_uri)
     with tempfile.TemporaryDirectory(prefix="prometheus-") as metrics_dir:
         if settings.web_concurrency > 1:
             # Workers share their metrics through files, so /metrics counts them all.
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            export(PROMETHEUS_MULTIPROC_DIR=metrics_dir)
         if settings.monitoring_dir is None:
             # Every worker's model process counts its traffic here, for all to read.
-            os.environ["MONITORING_DIR"] = str(Path(metrics_dir) / "monitoring")
+            export(MONITORING_DIR=str(Path(metrics_dir) / "monitoring"))
         config = TcpConfig(
             APP_FACTORY,
             factory=True,

@@ -15,15 +15,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import ServingConfig, use_tracking_store
-from ..monitoring.inference_log import LogSettings
-from ..monitoring.live import LiveDrift, LiveSettings
+from ..runtime.inference_log import LogSettings
+from ..runtime.live import LiveDrift, LiveSettings
+from ..runtime.model import ServedModel, describe_model
+from ..runtime.model_input import Rows
+from ..settings import ServingConfig
+from ..store.tracking import use_tracking_store
 from .batching import Batcher
-from .model_info import ServedModel, describe_model
 from .model_process import ModelSettings
 from .observability import Metrics
 from .predictor import Predictor
-from .protocol import IdentifiedRows, Rows, parse
+from .protocol import IdentifiedRows, parse
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,10 @@ import pandas as pd
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
-from .config import DataConfig, Task
+from ..config import DataConfig, Task
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """The data cannot be used as it is; the message says what to change."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics
 
-from .config import Task
+from ..config import Task
 
 # Whether a larger value is better, for each metric the promotion gate may use.
 GREATER_IS_BETTER = {

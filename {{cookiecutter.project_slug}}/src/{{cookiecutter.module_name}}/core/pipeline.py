@@ -10,11 +10,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from .config import EstimatorConfig, Task
-
-
-class EstimatorError(ValueError):
-    """The configured estimator cannot be built; the message says what to change."""
+from ..config import EstimatorConfig, Task
+from ..errors import EstimatorError
 
 
 def build_estimator(config: EstimatorConfig, task: Task) -> BaseEstimator:

@@ -17,16 +17,24 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-from . import TEMPLATE_VERSION
-from .config import DEFAULT_TRACKING_URI, PROJECT_ROOT, PROJECT_SLUG, use_tracking_store
-from .monitoring.profile import Profile, write_profile
-from .versioning import CodeVersion, DataVersion, remote_url
+from .. import TEMPLATE_VERSION
+from ..config import PROJECT_ROOT, PROJECT_SLUG, Config
+from ..core.profile import Profile, write_profile
+from ..settings import DEFAULT_TRACKING_URI, tracking_uri
+from .versioning import CodeVersion, DataVersion, relative, remote_url
 
 DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 
 # What the logged model needs to be served; pinned to the versions it was trained
 # with, so MLflow does not spend seconds inferring them on every run.
 SERVING_DISTRIBUTIONS = ["mlflow-skinny", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
+
+
+def use_tracking_store() -> str:
+    """Point this process' MLflow at the tracking store: the one place that sets its URI."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def setup() -> MlflowClient:
@@ -112,3 +120,14 @@ def log_dataset(frame: pd.DataFrame, path: Path, target: str, digest: str) -> No
             frame, source=path.as_uri(), targets=target, name=path.name, digest=digest
         )
     mlflow.log_input(dataset, context="training")
+
+
+# The run's configuration, logged by `train`, read back by `rebuild`.
+CONFIG_ARTIFACT = "config.json"
+
+
+def config_record(config: Config) -> dict[str, Any]:
+    """The run's configuration as `rebuild` reads it back, its data path relative to the project."""
+    record = config.model_dump(mode="json")
+    record["data"]["path"] = relative(config.data.path)
+    return record

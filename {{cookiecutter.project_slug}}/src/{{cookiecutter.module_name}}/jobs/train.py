@@ -1,30 +1,18 @@
 """Training: data -> pipeline -> fit -> evaluate -> MLflow run -> registry -> promotion gate."""
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 
-from . import data, registry, tracking, versioning
-from .config import Config
-from .evaluation import evaluate
-from .monitoring.profile import build_profile
-from .pipeline import build_pipeline, estimator_params
-from .reproduce import CONFIG_ARTIFACT, config_record
+from ..config import Config
+from ..core import data
+from ..core.evaluation import evaluate
+from ..core.pipeline import build_pipeline, estimator_params
+from ..core.profile import build_profile
+from ..store import registry, tracking, versioning
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What a training run produced."""
-
-    run_id: str
-    version: str
-    promoted: bool
-    reason: str
-    metrics: dict[str, float]
 
 
 def flat_params(config: Config, estimator: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +30,7 @@ def flat_params(config: Config, estimator: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def train(config: Config, tags: dict[str, str] | None = None) -> TrainResult:
+def train(config: Config, tags: dict[str, str] | None = None) -> registry.TrainResult:
     """Train, log and register a model; promote it to champion if it beats the current one.
 
     `tags` go on the run besides its own (`tune` ties it to its study this way).
@@ -64,7 +52,7 @@ def train(config: Config, tags: dict[str, str] | None = None) -> TrainResult:
     with mlflow.start_run() as run:
         mlflow.set_tags({**tracking.run_tags(code, data_version, not_reproducible), **(tags or {})})
         mlflow.log_params(flat_params(config, estimator_params(model)))
-        mlflow.log_dict(config_record(config), CONFIG_ARTIFACT)
+        mlflow.log_dict(tracking.config_record(config), tracking.CONFIG_ARTIFACT)
         tracking.log_dataset(
             dataset.features.assign(**{config.data.target: dataset.target}),
             dataset.path,
@@ -105,6 +93,6 @@ def train(config: Config, tags: dict[str, str] | None = None) -> TrainResult:
         decision.reason,
     )
 
-    return TrainResult(
+    return registry.TrainResult(
         run.info.run_id, str(version.version), decision.promote, decision.reason, evaluation.metrics
     )

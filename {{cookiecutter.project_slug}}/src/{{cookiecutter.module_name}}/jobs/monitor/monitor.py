@@ -24,12 +24,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from .. import tracking
-from ..config import MonitoringConfig, Task, registered_model_uri
-from ..evaluation import GREATER_IS_BETTER, label_metrics
-from .drift import count, drift
-from .inference_log import PATTERN
-from .profile import PROFILE_PATH, Profile, read_profile
+from ...config import MonitoringConfig, Task, registered_model_uri
+from ...core.drift import count, drift
+from ...core.evaluation import GREATER_IS_BETTER, label_metrics
+from ...core.profile import PROFILE_PATH, Profile, read_profile
+from ...errors import MonitorError
+from ...runtime.inference_log import PATTERN
+from ...store import tracking
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,6 @@ MIN_OUTCOMES = 20
 SEVERE_OUTCOMES = 100
 # A request's id alone names its first row.
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-class MonitorError(ValueError):
-    """The inputs cannot be monitored; the message says what to change."""
 
 
 @dataclass
@@ -366,7 +363,7 @@ def metric_key(name: str) -> str:
 
 def log_run(client: MlflowClient, result: Result, settings: MonitoringConfig) -> str:
     """Log the windows as one run, with its figures and report; delete it if logging fails."""
-    from .report import figures, html_report  # matplotlib: only for a report
+    from .report import figures, html_report
 
     images = figures(result, settings)
     report = html_report(result, settings, images)

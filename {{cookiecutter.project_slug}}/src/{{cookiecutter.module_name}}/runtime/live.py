@@ -22,8 +22,8 @@ import pandas as pd
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .drift import Counts, count, drift
-from .profile import Profile
+from ..core.drift import Counts, count, drift
+from ..core.profile import Profile
 
 log = logging.getLogger(__name__)
 

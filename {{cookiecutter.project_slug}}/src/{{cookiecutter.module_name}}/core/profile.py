@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import ModelError
+
 VERSION = 1
 # Where the profile lives inside a logged model's directory.
 PROFILE_FILE = "monitoring_profile.json"
@@ -130,7 +132,7 @@ def read_profile(path: Path) -> Profile:
     """Read a profile, refusing one of another format version."""
     profile: Profile = json.loads(path.read_text())
     if profile.get("version") != VERSION:
-        raise ValueError(
+        raise ModelError(
             f"{path} is a monitoring profile of version {profile.get('version')}; "
             f"this code reads version {VERSION}: retrain the model to make a new one."
         )

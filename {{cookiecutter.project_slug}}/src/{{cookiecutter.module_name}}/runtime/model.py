@@ -6,18 +6,25 @@ run URI, or a directory written by `export-model` (as in the Docker image).
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow.artifacts
+import mlflow.pyfunc
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
+from mlflow.pyfunc import PyFuncModel
 from mlflow.types import Schema
 
 from ..config import MODEL_INFO_FILE, registered_model_uri
-from ..monitoring.profile import PROFILE_PATH, Profile, read_profile
+from ..core.fast_predict import fast_predict
+from ..core.profile import PROFILE_PATH, Profile, read_profile
+from ..errors import ModelError
+from .model_input import is_direct, to_frame
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,7 @@ class ServedModel:
         """The request body MLflow saved with the model: its input example, as JSON."""
         path = self.artifact(SERVING_EXAMPLE_FILE)
         if path is None:
-            raise ValueError(f"Model {self.uri} has no input example to score.")
+            raise ModelError(f"Model {self.uri} has no input example to score.")
         return path.read_bytes()
 
     def profile(self) -> Profile | None:
@@ -90,12 +97,34 @@ def describe_model(uri: str) -> ServedModel:
     return ServedModel(uri, pinned, name, version, schema)
 
 
-def missing_inputs(schema: Schema | None, columns: Iterable[str]) -> list[str]:
-    """The model's required input columns that `columns` lacks, in the signature's order.
+# The model's own predict, on a frame typed by its signature.
+PredictFrame = Callable[[pd.DataFrame], Any]
 
-    What a request (`protocol.py`) and a batch job (`batch/`) check before scoring.
+
+def load_model(model_uri: str, fast: bool = True) -> tuple[PredictFrame, Schema | None]:
+    """Load the model; return its predict for typed frames, and its input schema.
+
+    A scikit-learn model whose signature `to_frame` casts entirely is called directly,
+    through its fast path (`fast_predict.py`): the frame already has the signature's
+    columns and types, and MLflow's checks in `PyFuncModel.predict` would build it once
+    more (1.5 ms a call). Any other model goes through `PyFuncModel.predict`.
     """
-    if schema is None or not schema.has_input_names():
-        return []
-    present = set(columns)
-    return [str(name) for name in schema.required_input_names() if name not in present]
+    model = mlflow.pyfunc.load_model(model_uri)
+    return frame_predictor(model, fast), model.metadata.get_input_schema()
+
+
+def frame_predictor(model: PyFuncModel, fast: bool = True) -> PredictFrame:
+    """The loaded model's predict for frames typed by `to_frame` or `typed_frame`."""
+    schema = model.metadata.get_input_schema()  # type: ignore[no-untyped-call]
+    if is_direct(schema) and model.loader_module == "mlflow.sklearn":
+        if not fast:
+            log.info("The fast path is off (FAST_PREDICT=false).")
+            return model.get_raw_model().predict  # type: ignore[no-untyped-call,no-any-return]
+        example = model.input_example
+        typed = (
+            to_frame(example.to_dict(orient="records"), schema)  # type: ignore[arg-type]
+            if isinstance(example, pd.DataFrame)
+            else None
+        )
+        return fast_predict(model.get_raw_model(), typed)  # type: ignore[no-untyped-call]
+    return model.predict

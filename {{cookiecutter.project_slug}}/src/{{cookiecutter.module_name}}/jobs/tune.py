@@ -9,7 +9,6 @@ https://optuna.readthedocs.io/en/stable/tutorial/10_key_features/004_distributed
 """
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -31,17 +30,18 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from . import data, tracking
-from .config import PROJECT_ROOT, PROJECT_SLUG, Config, EstimatorConfig, ParamRange
-from .evaluation import GREATER_IS_BETTER, evaluate
-from .pipeline import build_estimator, build_pipeline
-from .train import TrainResult, train
+from ..config import PROJECT_SLUG, Config, EstimatorConfig, ParamRange
+from ..core import data
+from ..core.evaluation import GREATER_IS_BETTER, evaluate
+from ..core.pipeline import build_estimator, build_pipeline
+from ..errors import ConfigError, StoreError
+from ..settings import DEFAULT_OPTUNA_STORAGE, locations
+from ..store import tracking
+from ..store.registry import TrainResult
 
 log = logging.getLogger(__name__)
 
 STORAGE_ENV = "OPTUNA_STORAGE"
-# One machine: a study file beside the project, so that a new `tune` resumes it.
-DEFAULT_STORAGE = f"sqlite:///{PROJECT_ROOT / 'optuna.db'}"
 # Tags that tie the runs to their study and trial.
 STUDY_TAG = "optuna_study"
 TRIAL_TAG = "optuna_trial"
@@ -60,23 +60,28 @@ class TuneResult:
     trained: TrainResult | None  # None: that trial's model was registered already
 
 
+# How `tune` trains the best parameters: `train` itself, passed in by the command line
+# (a job never imports another), with the tags that tie the run to its trial.
+Trainer = Callable[[Config, dict[str, str]], TrainResult]
+
+
 def storage_url() -> str:
     """The study's database: `OPTUNA_STORAGE`, else the project's optuna.db."""
-    return os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+    return locations().optuna_storage or DEFAULT_OPTUNA_STORAGE
 
 
 def check_space(config: Config) -> dict[str, ParamRange]:
     """The search space, if it names parameters the estimator has; else say what to change."""
     space = config.tuning.space
     if not space:
-        raise ValueError(
+        raise ConfigError(
             "tuning.space in config.toml is empty: give each parameter to search a range, "
             "e.g. n_estimators = { low = 50, high = 400 }"
         )
     known = set(build_estimator(config.estimator, config.task).get_params())
     unknown = sorted(set(space) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"tuning.space names {', '.join(unknown)}, not parameters of "
             f"{config.estimator.name}: use some of {', '.join(sorted(known))}"
         )
@@ -133,7 +138,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             time.sleep(1)
             return rdb_storage(url)
     except (SQLAlchemyError, ValueError, ImportError) as error:
-        raise RuntimeError(
+        raise StoreError(
             f"The Optuna storage {shown(url)} cannot be opened ({str(error).splitlines()[0]}): "
             f"check {STORAGE_ENV}"
         ) from None
@@ -296,7 +301,7 @@ def training_marker(study: str, trial: int) -> str:
 
 def tune(
     config: Config, trials: int | None = None, jobs: int = 1, study_name: str | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None, *, train: Trainer,
 ) -> TuneResult:  # fmt: skip
     """Run trials on the study, then train its best parameters as `train` does.
 
@@ -314,7 +319,7 @@ def tune(
     direction = "maximize" if GREATER_IS_BETTER[config.task][metric] else "minimize"
     # A study shared through OPTUNA_STORAGE: processes sample independently, else
     # they would all try the same parameters first.
-    seed = None if os.environ.get(STORAGE_ENV) else config.tuning.seed
+    seed = None if locations().optuna_storage else config.tuning.seed
     storage = open_storage(url)
     study = open_study(study_name, storage, direction, seed)
     client = tracking.setup()

@@ -9,7 +9,6 @@ the verdict is tagged on the original run.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,26 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import data
-from .config import ENV_PREFIX, PROJECT_ROOT, Config, registered_model_uri
-from .evaluation import evaluate
-from .pipeline import build_pipeline
-from .versioning import (
-    dvc,
-    dvc_file,
-    git,
-    last_line,
-    relative,
-    remote_url,
-    use_remote,
-)
-
-# The run's configuration, logged by `train`, read back by `rebuild`.
-CONFIG_ARTIFACT = "config.json"
-
-
-class ReproduceError(RuntimeError):
-    """A model cannot be rebuilt; the message says why and what to do."""
+from ..config import PROJECT_ROOT, Config, registered_model_uri
+from ..core import data
+from ..core.evaluation import evaluate
+from ..core.pipeline import build_pipeline
+from ..errors import ReproduceError
+from ..settings import environment_without_overrides
+from ..store.tracking import CONFIG_ARTIFACT
+from ..store.versioning import dvc, dvc_file, git, last_line, relative, remote_url, use_remote
 
 
 @dataclass(frozen=True)
@@ -89,13 +76,6 @@ class Reproduction:
         )
 
 
-def config_record(config: Config) -> dict[str, Any]:
-    """The run's configuration as `rebuild` reads it back, its data path relative to the project."""
-    record = config.model_dump(mode="json")
-    record["data"]["path"] = relative(config.data.path)
-    return record
-
-
 def rebuild(record_file: Path, out: Path) -> None:
     """Train again with a run's configuration, in this checkout; write what `reproduce` compares.
 
@@ -118,7 +98,7 @@ def reproduce(reference: str, tolerance: float = 0.0) -> Reproduction:
     import mlflow.artifacts
     import mlflow.sklearn
 
-    from . import tracking
+    from ..store import tracking
 
     started = time.perf_counter()
     client = tracking.setup()
@@ -183,8 +163,8 @@ def resolve(client: Any, reference: str) -> Any:
     """The registered version a version number, an alias or a run id names."""
     from mlflow.exceptions import MlflowException
 
-    from .config import PROJECT_SLUG
-    from .registry import version_by_alias
+    from ..config import PROJECT_SLUG
+    from ..store.registry import version_by_alias
 
     if reference.isdigit():
         try:
@@ -239,13 +219,9 @@ def fetch_data(project: Path, data_path: str, md5: str) -> None:
 
 def run_rebuild(project: Path, record_file: Path, out: Path, commit: str) -> None:
     """Run `rebuild` with the commit's code: here if its uv.lock is ours, else in its own env."""
-    arguments = ["-m", str(__package__), "rebuild", str(record_file), str(out)]
+    arguments = ["-m", __name__.split(".")[0], "rebuild", str(record_file), str(out)]
     # Only the run's configuration counts: no override from this shell's environment.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(ENV_PREFIX) and key != "VIRTUAL_ENV"
-    }
+    env = environment_without_overrides()
     if (project / "uv.lock").read_bytes() == (PROJECT_ROOT / "uv.lock").read_bytes():
         command = [sys.executable, *arguments]
         env["PYTHONPATH"] = str(project / "src")

@@ -18,8 +18,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from .config import MODEL_INFO_FILE, PROJECT_SLUG, Config, registered_model_uri
-from .evaluation import evaluate, is_better
+from ..config import MODEL_INFO_FILE, PROJECT_SLUG, Config, registered_model_uri
+from ..core.evaluation import evaluate, is_better
+from ..errors import RegistryError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -27,10 +28,6 @@ CHALLENGER = "challenger"
 PREVIOUS = "previous-champion"
 # The tag of each version that says why the gate promoted it or kept it back.
 PROMOTION_TAG = "promotion"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation cannot be done; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -185,3 +182,14 @@ def export_champion(client: MlflowClient, destination: Path) -> ModelVersion:
     info = {"name": PROJECT_SLUG, "version": str(champion.version), "run_id": champion.run_id}
     (destination / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return champion
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]

@@ -10,7 +10,6 @@ https://dvc.org/doc/start/data-management/data-versioning
 """
 
 import importlib.util
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,17 +17,13 @@ from pathlib import Path
 
 import yaml
 
-from .config import PROJECT_ROOT, PROJECT_SLUG
-from .data import Fingerprint, fingerprint
+from ..config import PROJECT_ROOT
+from ..core.data import Fingerprint, fingerprint
+from ..errors import VersioningError
+from ..settings import child_environment, locations
 
-# Outside the work tree, so that a clean checkout never contains it.
-DEFAULT_REMOTE = PROJECT_ROOT.parent / f"{PROJECT_SLUG}-dvc-remote"
 # The remote's name in `.dvc/config.local` (git-ignored), written by the commands below.
 REMOTE_NAME = "project"
-
-
-class VersioningError(RuntimeError):
-    """The code or the data cannot be versioned as asked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class CodeVersion:
 
 def remote_url() -> str:
     """The DVC remote: `DVC_REMOTE`, or the default folder beside the project."""
-    return os.environ.get("DVC_REMOTE") or str(DEFAULT_REMOTE)
+    return locations().dvc_remote
 
 
 def code_version(root: Path = PROJECT_ROOT) -> CodeVersion:
@@ -122,7 +117,7 @@ def dvc(*args: str, cwd: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str
     if importlib.util.find_spec("dvc") is None:
         raise VersioningError("DVC is not installed here: run `make install` (the dev group).")
     # DVC's usage analytics would try to reach the internet: off, whatever the config says.
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env = child_environment(DVC_NO_ANALYTICS="1")
     command = [sys.executable, "-m", "dvc", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
 

@@ -1,1 +1,0 @@
-"""Model monitoring: the reference profile, live drift in the server, the `monitor` command."""
