@@ -135,7 +135,8 @@ CATALOGUE = [
            "project", ("tests/test_training.py", "-k", "model_files")),
     # The floor plan: the core imports MLflow, and the contracts of pyproject.toml say so.
     Mutant("core-imports-mlflow", "generated code", f"{MODULE}/core/profile.py",
-           "from ..errors import ModelError\n", "import mlflow  # noqa: F401\n\nfrom ..errors import ModelError\n",
+           "from ..errors import ModelError\n",
+           "import mlflow  # noqa: F401\n\nfrom ..errors import ModelError\n",
            "project", ("tests/test_layers.py",)),
     # The server's generic error path: a bug's details never leave the server.
     Mutant("error-leaks-cause", "generated code", f"{MODULE}/serving/app.py",
