@@ -73,6 +73,7 @@ BASE_FILES = {
     "src/{module}/jobs/monitor/__init__.py",
     "src/{module}/jobs/monitor/monitor.py",
     "src/{module}/jobs/monitor/report.py",
+    "src/{module}/jobs/monitor/windows.py",
     "src/{module}/jobs/reproduce.py",
     "src/{module}/jobs/train.py",
     "src/{module}/jobs/tune.py",

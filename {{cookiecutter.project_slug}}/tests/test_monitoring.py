@@ -25,14 +25,10 @@ from {{ cookiecutter.module_name }}.config import (
 )
 from {{ cookiecutter.module_name }}.core.evaluation import GREATER_IS_BETTER
 from {{ cookiecutter.module_name }}.core.profile import PROFILE_PATH, read_profile
-from {{ cookiecutter.module_name }}.jobs.monitor import monitor as monitoring
-from {{ cookiecutter.module_name }}.jobs.monitor.monitor import (
-    RETRAIN_EXIT_STATUS,
-    Window,
-    judge,
-    retraining_verdict,
-)
+from {{ cookiecutter.module_name }}.jobs.monitor import windows
+from {{ cookiecutter.module_name }}.jobs.monitor.monitor import RETRAIN_EXIT_STATUS
 from {{ cookiecutter.module_name }}.jobs.monitor.report import caption, figures, html_report
+from {{ cookiecutter.module_name }}.jobs.monitor.windows import Window, judge, retraining_verdict
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.settings import ServingConfig
 from {{ cookiecutter.module_name }}.store import registry, tracking
@@ -551,7 +547,7 @@ def report_of(*kinds: str) -> tuple[str, dict[str, str]]:
     rule = MonitoringConfig(metric="f1", flagged=2, of=5)
     found = windows_of("duration", kinds, rule, "classification", baseline=1.0)
     retrain, verdict = retraining_verdict(found, rule)
-    result = monitoring.Result("model", "1", "f1", 1.0, found, retrain, verdict)
+    result = windows.Result("model", "1", "f1", 1.0, found, retrain, verdict)
     images = figures(result, rule)
     titles = {name: caption(image) for name, image in images.items()}
     band = [

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from ...config import MonitoringConfig
 from ...core.evaluation import BOUNDS, GREATER_IS_BETTER
-from .monitor import MIN_OUTCOMES, SEVERE_OUTCOMES, Result, Window, recent, worst_allowed
+from .windows import MIN_OUTCOMES, SEVERE_OUTCOMES, Result, Window, recent, worst_allowed
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; max-width: 70rem; }
