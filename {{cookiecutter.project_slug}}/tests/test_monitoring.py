@@ -28,7 +28,11 @@ from {{ cookiecutter.module_name }}.core.profile import PROFILE_PATH, read_profi
 from {{ cookiecutter.module_name }}.jobs.monitor import windows
 from {{ cookiecutter.module_name }}.jobs.monitor.monitor import RETRAIN_EXIT_STATUS
 from {{ cookiecutter.module_name }}.jobs.monitor.report import caption, figures, html_report
-from {{ cookiecutter.module_name }}.jobs.monitor.windows import Window, judge, retraining_verdict
+from {{ cookiecutter.module_name }}.jobs.monitor.windows import (
+    Window,
+    judge,
+    retraining_verdict,
+)
 from {{ cookiecutter.module_name }}.serving.app import PREDICTION_ID_HEADER, create_app
 from {{ cookiecutter.module_name }}.settings import ServingConfig
 from {{ cookiecutter.module_name }}.store import registry, tracking
