@@ -59,7 +59,13 @@ BASE_FILES = {
     "src/{module}/batch/job.py",
     "src/{module}/batch/local.py",
     "src/{module}/batch/spark.py",
-    "src/{module}/cli.py",
+    "src/{module}/cli/__init__.py",
+    "src/{module}/cli/batch.py",
+    "src/{module}/cli/common.py",
+    "src/{module}/cli/data.py",
+    "src/{module}/cli/models.py",
+    "src/{module}/cli/monitoring.py",
+    "src/{module}/cli/serving.py",
     "src/{module}/config.py",
     "src/{module}/core/__init__.py",
     "src/{module}/core/data.py",
@@ -70,6 +76,7 @@ BASE_FILES = {
     "src/{module}/core/profile.py",
     "src/{module}/errors.py",
     "src/{module}/jobs/__init__.py",
+    "src/{module}/jobs/evaluate.py",
     "src/{module}/jobs/monitor/__init__.py",
     "src/{module}/jobs/monitor/monitor.py",
     "src/{module}/jobs/monitor/report.py",
@@ -230,7 +237,7 @@ def test_slug_and_module_derive_from_the_name_in_ascii(cookies: Cookies) -> None
     project = bake(cookies, project_name="Prévision Énergie 2")
 
     assert project.name == "prevision-energie-2"
-    assert (project / "src" / "prevision_energie_2" / "cli.py").is_file()
+    assert (project / "src" / "prevision_energie_2" / "cli" / "__init__.py").is_file()
     assert tomllib.loads((project / "pyproject.toml").read_text())["project"]["scripts"] == {
         "prevision-energie-2": "prevision_energie_2.cli:main"
     }

@@ -99,7 +99,7 @@ def test_failed_training_marks_the_run_failed_and_registers_nothing(
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr("{{ cookiecutter.module_name }}.jobs.train.evaluate", fail)
+    monkeypatch.setattr("{{ cookiecutter.module_name }}.jobs.train.fit_and_evaluate", fail)
     with pytest.raises(RuntimeError, match="evaluation broke"):
         train(config)
 

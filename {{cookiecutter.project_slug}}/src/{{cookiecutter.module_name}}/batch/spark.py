@@ -163,43 +163,55 @@ def run(
         else F.col(f"`{spec.name}`")
         for spec in model.schema.inputs
     }
-    features = F.struct(*(column.alias(name) for name, column in typed.items()))
     with tempfile.TemporaryDirectory(prefix="predict-spark-") as scratch, quiet_mlflow():
-        predict = mlflow.pyfunc.spark_udf(
-            spark,
-            model.described.pinned_uri,
-            result_type=PREDICTION_TYPES.get(model.prediction_type, "string"),
-            env_manager=env_manager,
-        )
         columns = [
             (typed[name] if name in typed else F.col(f"`{name}`")).alias(name) for name in carried
         ]
-        columns.append(predict(features).alias(PREDICTION))
-        if model.classes is not None:
-            probabilities = mlflow.pyfunc.spark_udf(
-                spark,
-                predictor_with(model, "predict_proba", Path(scratch)),
-                result_type="array<double>",
-                env_manager=env_manager,
-            )
-            every = probabilities(features)
-            columns += [
-                every[index].alias(probability_column(label))
-                for index, label in enumerate(model.classes)
-            ]
+        columns += scored_columns(spark, model, typed, env_manager, Path(scratch))
+        return write(spark, frame.select(*columns), destination)
+
+
+def scored_columns(
+    spark: Any, model: BatchModel, typed: dict[str, Any], env_manager: str, scratch: Path
+) -> list[Any]:
+    """The prediction, each class' probability, the model's name and version, as columns."""
+    from pyspark.sql import functions as F  # noqa: N812 (Spark's own convention)
+
+    features = F.struct(*(column.alias(name) for name, column in typed.items()))
+    predict = mlflow.pyfunc.spark_udf(
+        spark,
+        model.described.pinned_uri,
+        result_type=PREDICTION_TYPES.get(model.prediction_type, "string"),
+        env_manager=env_manager,
+    )
+    columns = [predict(features).alias(PREDICTION)]
+    if model.classes is not None:
+        probabilities = mlflow.pyfunc.spark_udf(
+            spark,
+            predictor_with(model, "predict_proba", scratch),
+            result_type="array<double>",
+            env_manager=env_manager,
+        )
+        every = probabilities(features)
         columns += [
-            F.lit(model.described.name).cast("string").alias(MODEL_NAME),
-            F.lit(model.version).cast("bigint").alias(MODEL_VERSION),
+            every[index].alias(probability_column(label))
+            for index, label in enumerate(model.classes)
         ]
-        scored = frame.select(*columns)
-        if is_uri(destination):
-            # Object stores cannot rename: Spark's committer marks a whole result with _SUCCESS.
-            scored.write.mode("errorifexists").parquet(destination)
-            return int(spark.read.parquet(destination).count())
-        with staged(Path(destination)) as temporary:
-            scored.write.parquet(str(temporary))
-            # The footers hold the row counts: no second pass over the data.
-            return sum(pq.ParquetFile(part).metadata.num_rows for part in temporary.glob("part-*"))
+    columns.append(F.lit(model.described.name).cast("string").alias(MODEL_NAME))
+    columns.append(F.lit(model.version).cast("bigint").alias(MODEL_VERSION))
+    return columns
+
+
+def write(spark: Any, scored: Any, destination: str) -> int:
+    """Write the scored rows, all or nothing; return how many there are."""
+    if is_uri(destination):
+        # Object stores cannot rename: Spark's committer marks a whole result with _SUCCESS.
+        scored.write.mode("errorifexists").parquet(destination)
+        return int(spark.read.parquet(destination).count())
+    with staged(Path(destination)) as temporary:
+        scored.write.parquet(str(temporary))
+        # The footers hold the row counts: no second pass over the data.
+        return sum(pq.ParquetFile(part).metadata.num_rows for part in temporary.glob("part-*"))
 
 
 @contextmanager

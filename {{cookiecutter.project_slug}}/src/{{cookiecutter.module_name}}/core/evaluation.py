@@ -56,6 +56,18 @@ def label_metrics(task: Task, y: Any, predicted: Any, classes: list[Any]) -> dic
     return _classification(np.asarray(y), np.asarray(predicted), None, classes, False).metrics
 
 
+def fit_and_evaluate(
+    model: Any, fit: tuple[pd.DataFrame, pd.Series], score: tuple[pd.DataFrame, pd.Series],
+    task: Task, plots: bool = True,
+) -> Evaluation:  # fmt: skip
+    """Fit `model` on the rows of `fit`, then score it on those of `score`, never seen by the fit.
+
+    What `train` does with the held-out split, `tune` with each fold, `reproduce` again.
+    """
+    model.fit(*fit)
+    return evaluate(model, *score, task, plots=plots)
+
+
 def evaluate(
     model: Any, x: pd.DataFrame, y: pd.Series, task: Task, plots: bool = True
 ) -> Evaluation:

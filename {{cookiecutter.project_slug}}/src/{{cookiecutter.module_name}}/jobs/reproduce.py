@@ -24,7 +24,7 @@ import pandas as pd
 
 from ..config import PROJECT_ROOT, Config, registered_model_uri
 from ..core import data
-from ..core.evaluation import evaluate
+from ..core.evaluation import fit_and_evaluate
 from ..core.pipeline import build_pipeline
 from ..errors import ReproduceError
 from ..settings import environment_without_overrides
@@ -85,8 +85,8 @@ def rebuild(record_file: Path, out: Path) -> None:
     dataset = data.load(config.data)
     parts = data.split(dataset, config.data, config.task)
     model = build_pipeline(config.estimator, config.task)
-    model.fit(parts.x_train, parts.y_train)
-    evaluation = evaluate(model, parts.x_test, parts.y_test, config.task, plots=False)
+    training, held_out = (parts.x_train, parts.y_train), (parts.x_test, parts.y_test)
+    evaluation = fit_and_evaluate(model, training, held_out, config.task, plots=False)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics))
     parts.x_test.to_parquet(out / "heldout.parquet")
@@ -96,7 +96,6 @@ def rebuild(record_file: Path, out: Path) -> None:
 def reproduce(reference: str, tolerance: float = 0.0) -> Reproduction:
     """Rebuild the version `reference` names (number, alias or run id), compare, tag its run."""
     import mlflow.artifacts
-    import mlflow.sklearn
 
     from ..store import tracking
 
@@ -104,44 +103,15 @@ def reproduce(reference: str, tolerance: float = 0.0) -> Reproduction:
     client = tracking.setup()
     version = resolve(client, reference)
     run = client.get_run(version.run_id)
-    tags = run.data.tags
-    name = f"Version {version.version}"
-    if "reproducible" not in tags:
-        raise ReproduceError(
-            f"{name} was trained before runs recorded their data version: it cannot be "
-            "reproduced. Version the data (`make data-version`), commit, and train again."
-        )
-    if tags["reproducible"] != "true":
-        raise ReproduceError(
-            f"{name} cannot be reproduced: when it was trained, "
-            f"{tags.get('not_reproducible_because', 'its code or data was not versioned')}."
-        )
-    commit, data_path, md5 = tags["git_commit"], tags["data_path"], tags["data_dvc_md5"]
+    tags = pinned_tags(run.data.tags, f"Version {version.version}")
     record = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{CONFIG_ARTIFACT}")
-
     with tempfile.TemporaryDirectory(prefix="reproduce-") as folder:
-        scratch = check_out(commit, Path(folder) / "checkout", name)
-        fetch_data(scratch, data_path, md5)
-        record_file, out = Path(folder) / CONFIG_ARTIFACT, Path(folder) / "rebuilt"
-        record_file.write_text(json.dumps(record))
-        run_rebuild(scratch, record_file, out, commit)
-        metrics = json.loads((out / "metrics.json").read_text())
-        heldout = pd.read_parquet(out / "heldout.parquet")
-        rebuilt = pd.read_parquet(out / "predictions.parquet")["prediction"].to_numpy()
-
-    registered: Any = mlflow.sklearn.load_model(registered_model_uri(version.version))
-    predicted = np.asarray(registered.predict(heldout))
-    if record["task"] == "regression":
-        differences = np.abs(predicted.astype(float) - rebuilt.astype(float))
-        mismatches = int((differences > tolerance).sum())
-        largest = float(differences.max(initial=0.0))
-    else:
-        mismatches = int((predicted != rebuilt).sum())
-        largest = float(mismatches > 0)
+        metrics, heldout, rebuilt = rebuilt_in_checkout(Path(folder), record, tags, version)
+    mismatches, largest = compare(str(version.version), heldout, rebuilt, record["task"], tolerance)
     result = Reproduction(
         version=str(version.version),
         run_id=version.run_id,
-        commit=commit,
+        commit=tags["git_commit"],
         metric_differences={
             metric: abs(value - run.data.metrics[metric])
             for metric, value in metrics.items()
@@ -157,6 +127,53 @@ def reproduce(reference: str, tolerance: float = 0.0) -> Reproduction:
     client.set_tag(version.run_id, "reproduced_detail", result.summary())
     client.set_tag(version.run_id, "reproduced_at", datetime.now(UTC).isoformat(timespec="seconds"))
     return result
+
+
+def pinned_tags(tags: dict[str, str], name: str) -> dict[str, str]:
+    """The run's tags, if they pin its code and data; else say why it cannot be rebuilt."""
+    if "reproducible" not in tags:
+        raise ReproduceError(
+            f"{name} was trained before runs recorded their data version: it cannot be "
+            "reproduced. Version the data (`make data-version`), commit, and train again."
+        )
+    if tags["reproducible"] != "true":
+        raise ReproduceError(
+            f"{name} cannot be reproduced: when it was trained, "
+            f"{tags.get('not_reproducible_because', 'its code or data was not versioned')}."
+        )
+    return tags
+
+
+def rebuilt_in_checkout(
+    folder: Path, record: dict[str, Any], tags: dict[str, str], version: Any
+) -> tuple[dict[str, float], pd.DataFrame, np.ndarray[Any, Any]]:
+    """Train again in a checkout of the run's commit, on its data: metrics, rows, predictions."""
+    commit = tags["git_commit"]
+    scratch = check_out(commit, folder / "checkout", f"Version {version.version}")
+    fetch_data(scratch, tags["data_path"], tags["data_dvc_md5"])
+    record_file, out = folder / CONFIG_ARTIFACT, folder / "rebuilt"
+    record_file.write_text(json.dumps(record))
+    run_rebuild(scratch, record_file, out, commit)
+    metrics = json.loads((out / "metrics.json").read_text())
+    heldout = pd.read_parquet(out / "heldout.parquet")
+    rebuilt = pd.read_parquet(out / "predictions.parquet")["prediction"].to_numpy()
+    return metrics, heldout, rebuilt
+
+
+def compare(
+    version: str, heldout: pd.DataFrame, rebuilt: np.ndarray[Any, Any], task: str,
+    tolerance: float,
+) -> tuple[int, float]:  # fmt: skip
+    """The registered version's predictions against the rebuilt ones: mismatches, largest gap."""
+    import mlflow.sklearn
+
+    registered: Any = mlflow.sklearn.load_model(registered_model_uri(version))
+    predicted = np.asarray(registered.predict(heldout))
+    if task == "regression":
+        differences = np.abs(predicted.astype(float) - rebuilt.astype(float))
+        return int((differences > tolerance).sum()), float(differences.max(initial=0.0))
+    mismatches = int((predicted != rebuilt).sum())
+    return mismatches, float(mismatches > 0)
 
 
 def resolve(client: Any, reference: str) -> Any:

@@ -7,9 +7,9 @@ import mlflow
 
 from ..config import Config
 from ..core import data
-from ..core.evaluation import evaluate
+from ..core.evaluation import Evaluation, fit_and_evaluate
 from ..core.pipeline import build_pipeline, estimator_params
-from ..core.profile import build_profile
+from ..core.profile import Profile, build_profile
 from ..store import registry, tracking, versioning
 
 log = logging.getLogger(__name__)
@@ -51,36 +51,15 @@ def train(config: Config, tags: dict[str, str] | None = None) -> registry.TrainR
 
     with mlflow.start_run() as run:
         mlflow.set_tags({**tracking.run_tags(code, data_version, not_reproducible), **(tags or {})})
-        mlflow.log_params(flat_params(config, estimator_params(model)))
-        mlflow.log_dict(tracking.config_record(config), tracking.CONFIG_ARTIFACT)
-        tracking.log_dataset(
-            dataset.features.assign(**{config.data.target: dataset.target}),
-            dataset.path,
-            config.data.target,
-            dataset.fingerprint.md5,
-        )
-        mlflow.log_metrics(
-            {
-                "rows_train": len(parts.x_train),
-                "rows_test": len(parts.x_test),
-                "rows_dropped": dataset.dropped_rows,
-            }
-        )
-
-        model.fit(parts.x_train, parts.y_train)
-        evaluation = evaluate(model, parts.x_test, parts.y_test, config.task)
+        log_inputs(config, dataset, parts, model)
+        training, held_out = (parts.x_train, parts.y_train), (parts.x_test, parts.y_test)
+        evaluation = fit_and_evaluate(model, training, held_out, config.task)
         mlflow.log_metrics(evaluation.metrics)
         for name, figure in evaluation.figures.items():
             mlflow.log_figure(figure, f"plots/{name}")
-
-        profile = build_profile(
-            parts.x_train,
-            evaluation.predicted,
-            evaluation.metrics,
-            config.task,
-            list(getattr(model, "classes_", [])) or None,
+        model_info = tracking.log_model(
+            model, parts.x_train, profile_of(model, parts, evaluation, config)
         )
-        model_info = tracking.log_model(model, parts.x_train, profile)
         decision = registry.gate(
             client, evaluation.metrics, parts.x_test, parts.y_test, config, not_reproducible
         )
@@ -92,7 +71,33 @@ def train(config: Config, tags: dict[str, str] | None = None) -> registry.TrainR
         "promoted" if decision.promote else "kept",
         decision.reason,
     )
-
     return registry.TrainResult(
         run.info.run_id, str(version.version), decision.promote, decision.reason, evaluation.metrics
+    )
+
+
+def log_inputs(config: Config, dataset: data.Dataset, parts: data.Split, model: Any) -> None:
+    """Log what the run starts from: parameters, configuration, dataset, row counts."""
+    mlflow.log_params(flat_params(config, estimator_params(model)))
+    mlflow.log_dict(tracking.config_record(config), tracking.CONFIG_ARTIFACT)
+    tracking.log_dataset(
+        dataset.features.assign(**{config.data.target: dataset.target}),
+        dataset.path,
+        config.data.target,
+        dataset.fingerprint.md5,
+    )
+    mlflow.log_metrics(
+        {
+            "rows_train": len(parts.x_train),
+            "rows_test": len(parts.x_test),
+            "rows_dropped": dataset.dropped_rows,
+        }
+    )
+
+
+def profile_of(model: Any, parts: data.Split, evaluation: Evaluation, config: Config) -> Profile:
+    """The reference profile: training features, held-out predictions and metrics."""
+    classes = list(getattr(model, "classes_", [])) or None
+    return build_profile(
+        parts.x_train, evaluation.predicted, evaluation.metrics, config.task, classes
     )

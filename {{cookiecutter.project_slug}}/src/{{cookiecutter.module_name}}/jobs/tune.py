@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..config import PROJECT_SLUG, Config, EstimatorConfig, ParamRange
 from ..core import data
-from ..core.evaluation import GREATER_IS_BETTER, evaluate
+from ..core.evaluation import GREATER_IS_BETTER, fit_and_evaluate
 from ..core.pipeline import build_estimator, build_pipeline
 from ..errors import ConfigError, StoreError
 from ..settings import DEFAULT_OPTUNA_STORAGE, locations
@@ -120,10 +120,9 @@ def cross_validate(
     scores = []
     for fit_rows, score_rows in splitter.split(x, y):
         model = build_pipeline(estimator, config.task)
-        model.fit(x.iloc[fit_rows], y.iloc[fit_rows])
-        evaluation = evaluate(
-            model, x.iloc[score_rows], y.iloc[score_rows], config.task, plots=False
-        )
+        fit = (x.iloc[fit_rows], y.iloc[fit_rows])
+        score = (x.iloc[score_rows], y.iloc[score_rows])
+        evaluation = fit_and_evaluate(model, fit, score, config.task, plots=False)
         scores.append(evaluation.metrics[config.promotion.metric])
     return scores
 
@@ -314,69 +313,86 @@ def tune(
     dataset = data.load(config.data)
     parts = data.split(dataset, config.data, config.task)
     study_name = study_name or PROJECT_SLUG
-    url = storage_url()
-    metric = config.promotion.metric
-    direction = "maximize" if GREATER_IS_BETTER[config.task][metric] else "minimize"
-    # A study shared through OPTUNA_STORAGE: processes sample independently, else
-    # they would all try the same parameters first.
-    seed = None if locations().optuna_storage else config.tuning.seed
-    storage = open_storage(url)
-    study = open_study(study_name, storage, direction, seed)
+    storage = open_storage(storage_url())
+    study = open_study(study_name, storage, direction(config), shared_seed(config))
     client = tracking.setup()
     before = len(study.trials)
-
     with mlflow.start_run(run_name=f"tune {study_name}") as parent:
-        mlflow.set_tags({STUDY_TAG: study_name, "optuna_storage": shown(url)})
-        mlflow.log_params({"trials": trials or config.tuning.trials, "jobs": jobs,
-                           "folds": config.tuning.folds, "metric": metric})  # fmt: skip
         interruption = Interruption(study)
         objective = Objective(
             config, client, parent, parts.x_train, parts.y_train, study_name, interruption
         )
-        try:
-            with interruption.installed():
-                study.optimize(
-                    objective,
-                    n_trials=trials or config.tuning.trials,
-                    timeout=timeout or config.tuning.timeout,
-                    n_jobs=jobs,
-                    callbacks=[progress(metric)],
-                )
-        except KeyboardInterrupt:
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-            raise
-        best = study.best_trial
-        mlflow.log_params({f"best.{name}": value for name, value in best.params.items()})
-        mlflow.log_metrics({f"best_cv_{metric}": float(best.value or 0), "best_trial": best.number})
-        log_plots(study)
+        search(study, objective, trials, jobs, timeout)
+    best = study.best_trial
+    tags = {STUDY_TAG: study_name, TRIAL_TAG: str(best.number), "optuna_run_id": parent.info.run_id}
+    trained = train_once(storage, study_name, best, config, lambda c: train(c, tags))
+    return TuneResult(
+        study_name, parent.info.run_id, len(study.trials) - before, best.number,
+        float(best.value or 0), best.params, trained,
+    )  # fmt: skip
 
-    done = len(study.trials) - before
-    if not claim_training(storage, study_name, best.number):
+
+def direction(config: Config) -> str:
+    """Optuna's direction for the promotion metric."""
+    greater = GREATER_IS_BETTER[config.task][config.promotion.metric]
+    return "maximize" if greater else "minimize"
+
+
+def shared_seed(config: Config) -> int | None:
+    """The sampler's seed; none for a study shared through OPTUNA_STORAGE.
+
+    Processes sharing a study sample independently, else they would all try the same
+    parameters first.
+    """
+    return None if locations().optuna_storage else config.tuning.seed
+
+
+def search(
+    study: optuna.Study, objective: "Objective", trials: int | None, jobs: int,
+    timeout: float | None,
+) -> None:  # fmt: skip
+    """The trials, in the study's run: its parameters, then the best trial and the plots."""
+    config, metric = objective.config, objective.config.promotion.metric
+    mlflow.set_tags({STUDY_TAG: objective.study, "optuna_storage": shown(storage_url())})
+    mlflow.log_params({"trials": trials or config.tuning.trials, "jobs": jobs,
+                       "folds": config.tuning.folds, "metric": metric})  # fmt: skip
+    try:
+        with objective.interruption.installed():
+            study.optimize(
+                objective,
+                n_trials=trials or config.tuning.trials,
+                timeout=timeout or config.tuning.timeout,
+                n_jobs=jobs,
+                callbacks=[progress(metric)],
+            )
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    best = study.best_trial
+    mlflow.log_params({f"best.{name}": value for name, value in best.params.items()})
+    mlflow.log_metrics({f"best_cv_{metric}": float(best.value or 0), "best_trial": best.number})
+    log_plots(study)
+
+
+def train_once(
+    storage: optuna.storages.BaseStorage, study: str, best: FrozenTrial, config: Config,
+    train: Callable[[Config], TrainResult],
+) -> TrainResult | None:  # fmt: skip
+    """Train the best trial's parameters, unless another process claimed that trial first."""
+    if not claim_training(storage, study, best.number):
         log.info(
             "Trial %d of %s is trained already, or being trained by another process: nothing "
             "to train (if its training failed: optuna delete-study --study-name %s).",
-            best.number, study_name, training_marker(study_name, best.number),
+            best.number, study, training_marker(study, best.number),
         )  # fmt: skip
-        trained = None
-    else:
-        tags = {
-            STUDY_TAG: study_name,
-            TRIAL_TAG: str(best.number),
-            "optuna_run_id": parent.info.run_id,
-        }
-        best_estimator = with_params(config.estimator, best.params)
-        try:
-            trained = train(config.model_copy(update={"estimator": best_estimator}), tags)
-        except BaseException:
-            # Give the claim back: the next `tune` trains that trial again.
-            optuna.delete_study(
-                study_name=training_marker(study_name, best.number), storage=storage
-            )
-            raise
-    return TuneResult(
-        study_name, parent.info.run_id, done, best.number, float(best.value or 0), best.params,
-        trained,
-    )  # fmt: skip
+        return None
+    best_estimator = with_params(config.estimator, best.params)
+    try:
+        return train(config.model_copy(update={"estimator": best_estimator}))
+    except BaseException:
+        # Give the claim back: the next `tune` trains that trial again.
+        optuna.delete_study(study_name=training_marker(study, best.number), storage=storage)
+        raise
 
 
 def log_plots(study: optuna.Study) -> None:

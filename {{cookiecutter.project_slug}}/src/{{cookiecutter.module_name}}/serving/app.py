@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import mlflow
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -64,13 +64,25 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
     app = FastAPI(title=PROJECT_SLUG, version=__version__, lifespan=lifespan)
     # For tests and debugging: the routes use `service` directly.
     app.state.service = service
+    app.add_exception_handler(Exception, unexpected)
+    app.include_router(status_routes(service, metrics))
+    app.include_router(scoring_routes(service, settings))
+    routes = [getattr(route, "path", "") for route in app.routes]
+    app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")
+    return app
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("Unexpected error", exc_info=exc)
-        return error_response("Internal error: the server log has the details.", 500)
 
-    @app.get("/health")
+async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+    """A bug: logged with its traceback, answered without a word of it."""
+    log.exception("Unexpected error", exc_info=exc)
+    return error_response("Internal error: the server log has the details.", 500)
+
+
+def status_routes(service: Service, metrics: Metrics) -> APIRouter:
+    """Health as MLflow and orchestrators ask for it, the served model, the metrics."""
+    router = APIRouter()
+
+    @router.get("/health")
     async def health() -> JSONResponse:
         """200 once the model is loaded and the batcher runs; 503 saying why not."""
         problem = service.health()
@@ -78,18 +90,18 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
             return JSONResponse({"status": problem}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/ping")
+    @router.get("/ping")
     async def ping() -> Response:
         """MLflow's health check, as `mlflow models serve` answers it (a newline)."""
         status = 200 if service.health() is None else 503
         return Response("\n", status_code=status, media_type="application/json")
 
-    @app.get("/version")
+    @router.get("/version")
     async def version() -> Response:
         """MLflow's version, as `mlflow models serve` answers it (the bare string)."""
         return Response(mlflow.__version__, media_type="application/json")
 
-    @app.get("/model")
+    @router.get("/model")
     async def model() -> dict[str, Any]:
         """The served model: its URI, registered name and version; app and MLflow versions."""
         return {
@@ -100,13 +112,20 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
             "mlflow_version": mlflow.__version__,
         }
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def prometheus() -> Response:
         """Expose the metrics in Prometheus' text format."""
         service.health()  # updates serving_ready
         return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/invocations", openapi_extra={"requestBody": OPENAPI_BODY})
+    return router
+
+
+def scoring_routes(service: Service, settings: ServingConfig) -> APIRouter:
+    """`/invocations`: MLflow's scoring protocol."""
+    router = APIRouter()
+
+    @router.post("/invocations", openapi_extra={"requestBody": OPENAPI_BODY})
     async def invocations(request: Request) -> Response:
         """Score a payload in any of MLflow's scoring-protocol formats."""
         content_type = request.headers.get("content-type", "")
@@ -117,24 +136,28 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
                 request.state.rows = len(rows)
                 request_id = uuid.uuid4().hex
                 predictions = await service.predict(rows, request_id)
-        except TimeoutError:
-            return error_response(
-                f"No prediction within {settings.request_timeout_s:g} s: the server is "
-                "overloaded or the request too large. Retry later or send fewer rows.",
-                504,
-            )
-        except ProjectError as exc:  # the request's own fault, or the model process gone
-            return error_response(str(exc), exc.http_status, exc.error_code)
-        except MlflowException as exc:
-            # Schema enforcement: a missing column or a value of the wrong type, named.
-            return error_response(exc.message, 400, "INVALID_PARAMETER_VALUE")
-        except (ValueError, TypeError) as exc:
-            return error_response(f"The model cannot score this input: {exc}", 400)
+        except (TimeoutError, ProjectError, MlflowException, ValueError, TypeError) as exc:
+            return refusal(exc, settings.request_timeout_s)
         response = predictions_response(predictions)
         # Row n of the request is "<id>-<n>" in the inference log and in outcomes.
         response.headers[PREDICTION_ID_HEADER] = request_id
         return response
 
-    routes = [getattr(route, "path", "") for route in app.routes]
-    app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")
-    return app
+    return router
+
+
+def refusal(exc: Exception, timeout_s: float) -> JSONResponse:
+    """The one place a scoring error becomes an answer: its status and MLflow's error code."""
+    if isinstance(exc, TimeoutError):
+        return error_response(
+            f"No prediction within {timeout_s:g} s: the server is overloaded or the request "
+            "too large. Retry later or send fewer rows.",
+            504,
+        )
+    if isinstance(exc, ProjectError):  # the request's own fault, or the model process gone
+        return error_response(str(exc), exc.http_status, exc.error_code)
+    if isinstance(exc, MlflowException):
+        # Schema enforcement: a missing column or a value of the wrong type, named.
+        return error_response(exc.message, 400, "INVALID_PARAMETER_VALUE")
+    # What the model's own code refuses (a value it cannot convert, ...).
+    return error_response(f"The model cannot score this input: {exc}", 400)

@@ -72,6 +72,10 @@ class Metrics:
             buckets=VALUE_BUCKETS,
             registry=self.registry,
         )
+        self.declare_health()
+
+    def declare_health(self) -> None:
+        """What says whether the server is well, and which model it serves."""
         self.batcher_restarts = Counter(
             "batcher_restarts",
             "Times the batcher stopped and was started again (0 unless something is wrong).",

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from ..config import MODEL_INFO_FILE, PROJECT_SLUG, Config, registered_model_uri
+from ..config import MODEL_INFO_FILE, PROJECT_SLUG, Config, Task, registered_model_uri
 from ..core.evaluation import evaluate, is_better
 from ..errors import RegistryError
 
@@ -124,10 +124,8 @@ def _compare(
     if metric not in candidate_metrics:
         return Decision(False, f"the new model has no {metric!r} on this data")
     try:
-        champion_model: Any = mlflow.sklearn.load_model(registered_model_uri(champion.version))
-        champion_score = evaluate(champion_model, x_test, y_test, config.task, plots=False).metrics[
-            metric
-        ]
+        uri = registered_model_uri(champion.version)
+        champion_score = score_version(uri, x_test, y_test, config.task)[metric]
     except Exception as error:  # fail closed: an untested model never replaces the champion
         return Decision(
             False,
@@ -145,6 +143,12 @@ def _compare(
         f"by the margin {margin}"
     )
     return Decision(verdict == "beats", reason)
+
+
+def score_version(uri: str, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
+    """The metrics of the registered version at `uri` on the rows (x, y)."""
+    model: Any = mlflow.sklearn.load_model(uri)
+    return evaluate(model, x, y, task, plots=False).metrics
 
 
 def promote(client: MlflowClient, version: str) -> None:

@@ -178,33 +178,10 @@ def log_run(client: MlflowClient, result: Result, settings: MonitoringConfig) ->
     }
     run = mlflow.start_run(run_name=f"monitor {result.model} v{result.version}", tags=tags)
     try:
-        metrics = []
-        for step, window in enumerate(result.windows):
-            values = {
-                "rows": window.rows,
-                "outcomes": window.outcomes,
-                "flagged": int(window.flagged),
-                **{f"psi/{metric_key(n)}": v for n, v in window.psi.items() if v is not None},
-                **{f"missing/{metric_key(n)}": v for n, v in window.missing.items()},
-            }
-            if window.prediction_psi is not None:
-                values["psi/prediction"] = window.prediction_psi
-            if window.metric is not None:
-                values[result.metric] = window.metric
-            metrics += [Metric(key, float(value), 0, step) for key, value in values.items()]
+        metrics = window_metrics(result)
         for start in range(0, len(metrics), 1000):  # MLflow's limit per batch
             client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
-        mlflow.log_params(
-            {
-                "window": settings.window,
-                "drift_threshold": settings.drift_threshold,
-                "severe_drift_threshold": settings.severe_drift_threshold,
-                "metric_tolerance": settings.tolerance,
-                "severe_tolerance": settings.severe,
-                "flagged": settings.flagged,
-                "of": settings.of,
-            }
-        )
+        mlflow.log_params(rule_params(settings))
         for name, image in images.items():
             mlflow.log_figure(image, f"monitoring/{name}")
         mlflow.log_text(report, "monitoring/report.html")
@@ -222,3 +199,35 @@ def log_run(client: MlflowClient, result: Result, settings: MonitoringConfig) ->
         raise
     mlflow.end_run()
     return str(run.info.run_id)
+
+
+def window_metrics(result: Result) -> list[Metric]:
+    """Each window's rows, outcomes, flag, drift and metric, one step a window."""
+    metrics = []
+    for step, window in enumerate(result.windows):
+        values = {
+            "rows": window.rows,
+            "outcomes": window.outcomes,
+            "flagged": int(window.flagged),
+            **{f"psi/{metric_key(n)}": v for n, v in window.psi.items() if v is not None},
+            **{f"missing/{metric_key(n)}": v for n, v in window.missing.items()},
+        }
+        if window.prediction_psi is not None:
+            values["psi/prediction"] = window.prediction_psi
+        if window.metric is not None:
+            values[result.metric] = window.metric
+        metrics += [Metric(key, float(value), 0, step) for key, value in values.items()]
+    return metrics
+
+
+def rule_params(settings: MonitoringConfig) -> dict[str, Any]:
+    """The thresholds the windows were judged by."""
+    return {
+        "window": settings.window,
+        "drift_threshold": settings.drift_threshold,
+        "severe_drift_threshold": settings.severe_drift_threshold,
+        "metric_tolerance": settings.tolerance,
+        "severe_tolerance": settings.severe,
+        "flagged": settings.flagged,
+        "of": settings.of,
+    }

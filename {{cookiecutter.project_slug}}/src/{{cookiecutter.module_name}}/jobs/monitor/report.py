@@ -10,6 +10,7 @@ import html
 import io
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ...config import MonitoringConfig
@@ -35,12 +36,20 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5rem 0; }
 def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
     """The drift heatmap, and the metric and prediction drift over the windows."""
     windows = [window for window in result.windows if window.rows]
+    quality = Figure(figsize=(max(6, 0.5 * len(windows) + 3), 6), layout="constrained")
+    metric_axes, drift_axes = quality.subplots(2, 1, sharex=True)
+    draw_metric(metric_axes, result, windows, settings)
+    draw_prediction_drift(drift_axes, windows, settings)
+    return {"drift_heatmap.png": drift_heatmap(result, windows, settings), "quality.png": quality}
+
+
+def drift_heatmap(result: Result, windows: list[Window], settings: MonitoringConfig) -> Figure:
+    """Each feature's PSI in each window, with its value where there is room."""
     labels = [short(window.label) for window in windows]
     features = sorted({name for window in windows for name in window.psi})
     psi = np.array(
         [[window.psi.get(name) or 0.0 for window in windows] for name in features], dtype=float
     ).reshape(len(features), len(windows))
-
     heatmap = Figure(
         figsize=(max(6, 0.7 * len(windows) + 3), max(3, 0.35 * len(features) + 2)),
         layout="constrained",
@@ -62,17 +71,21 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
         f"Drift of each feature, {result.model} v{result.version}: a PSI above "
         f"{settings.drift_threshold:g} in {above} of {len(windows)} windows"
     )
+    return heatmap
 
-    quality = Figure(figsize=(max(6, 0.5 * len(windows) + 3), 6), layout="constrained")
-    metric_axes, drift_axes = quality.subplots(2, 1, sharex=True)
+
+def draw_metric(
+    axes: Axes, result: Result, windows: list[Window], settings: MonitoringConfig
+) -> None:
+    """The served metric per window, against its held-out value, tolerance and severe line."""
     positions = list(range(len(windows)))
     values = [np.nan if w.metric is None else w.metric for w in windows]
-    metric_axes.plot(positions, values, marker="o", label=f"{result.metric}, served")
+    axes.plot(positions, values, marker="o", label=f"{result.metric}, served")
     if result.baseline is not None:
-        metric_axes.axhline(result.baseline, color="grey", linestyle="--", label="held out")
+        axes.axhline(result.baseline, color="grey", linestyle="--", label="held out")
         low, high = BOUNDS[result.metric]
         allowed = settings.tolerance * abs(result.baseline)
-        metric_axes.axhspan(
+        axes.axhspan(
             max(low, result.baseline - allowed),
             min(high, result.baseline + allowed),
             color="grey",
@@ -83,25 +96,29 @@ def figures(result: Result, settings: MonitoringConfig) -> dict[str, Figure]:
         greater = {m: g for table in GREATER_IS_BETTER.values() for m, g in table.items()}
         severe = worst_allowed(result.baseline, greater[result.metric], settings.severe)
         if low <= severe <= high:
-            metric_axes.axhline(severe, color="tab:red", linestyle=":", label="severe")
-    metric_axes.set_ylabel(result.metric)
-    metric_axes.legend(loc="best")
-    metric_axes.set_title(quality_title(result.metric, windows))
+            axes.axhline(severe, color="tab:red", linestyle=":", label="severe")
+    axes.set_ylabel(result.metric)
+    axes.legend(loc="best")
+    axes.set_title(quality_title(result.metric, windows))
+
+
+def draw_prediction_drift(axes: Axes, windows: list[Window], settings: MonitoringConfig) -> None:
+    """The PSI of the predictions per window, against the drift threshold."""
+    positions = list(range(len(windows)))
     prediction = [np.nan if w.prediction_psi is None else w.prediction_psi for w in windows]
-    drift_axes.plot(positions, prediction, marker="o", color="tab:red", label="predictions")
-    drift_axes.axhline(settings.drift_threshold, color="grey", linestyle="--", label="threshold")
-    drift_axes.set_ylabel("PSI")
-    drift_axes.legend(loc="best")
+    axes.plot(positions, prediction, marker="o", color="tab:red", label="predictions")
+    axes.axhline(settings.drift_threshold, color="grey", linestyle="--", label="threshold")
+    axes.set_ylabel("PSI")
+    axes.legend(loc="best")
     scored = [w.prediction_psi for w in windows if w.prediction_psi is not None]
     above = sum(value > settings.drift_threshold for value in scored)
-    drift_axes.set_title(
+    axes.set_title(
         f"Prediction drift: a PSI above {settings.drift_threshold:g} in {above} of "
         f"{len(scored)} windows"
         if scored
         else "Prediction drift: no point, no window's predictions could be scored"
     )
-    drift_axes.set_xticks(positions, labels, rotation=45, ha="right")
-    return {"drift_heatmap.png": heatmap, "quality.png": quality}
+    axes.set_xticks(positions, [short(window.label) for window in windows], rotation=45, ha="right")
 
 
 def quality_title(metric: str, windows: list[Window]) -> str:

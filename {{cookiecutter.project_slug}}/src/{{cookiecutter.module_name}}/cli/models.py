@@ -1,0 +1,159 @@
+"""The model's life: `train`, `tune`, `evaluate`, `reproduce`, `promote`, `export-model`."""
+
+import json
+from pathlib import Path
+
+import click
+
+from ..config import (
+    PROJECT_SLUG,
+    registered_model_uri,
+)
+from .common import data_options, read_config, user_errors
+
+
+@click.command()
+@data_options
+def train(config_path: Path, data: Path | None, target: str | None) -> None:
+    """Train a model, log it to MLflow, register it and promote it if it is better."""
+    from ..jobs.train import train as run_training
+
+    config = read_config(config_path, data, target)
+    with user_errors():
+        result = run_training(config)
+    click.echo(f"Run {result.run_id}: {json.dumps(result.metrics, sort_keys=True)}")
+    status = "is now @champion" if result.promoted else "stays @challenger"
+    click.echo(f"{PROJECT_SLUG} version {result.version} {status}: {result.reason}.")
+
+
+@click.command()
+@data_options
+@click.option(
+    "--trials", type=click.IntRange(min=1), help="Trials of this process. [default: tuning.trials]"
+)
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Trials at once in this process.",
+)  # fmt: skip
+@click.option("--study", "study_name", help=f"Optuna study to work on. [default: {PROJECT_SLUG}]")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True),
+    help="Seconds after which this process starts no new trial. [default: tuning.timeout]",
+)  # fmt: skip
+def tune(
+    config_path: Path, data: Path | None, target: str | None, trials: int | None, jobs: int,
+    study_name: str | None, timeout: float | None,
+) -> None:  # fmt: skip
+    """Search the estimator's parameters with Optuna, then train the best as `train` does.
+
+    Each trial is a nested MLflow run, scored by cross-validation of the training split.
+    Processes that name the same study in $OPTUNA_STORAGE (a database URL) share it.
+    """
+    from ..jobs.train import train
+    from ..jobs.tune import storage_url
+    from ..jobs.tune import tune as run_tuning
+
+    config = read_config(config_path, data, target)
+    try:
+        with user_errors():
+            result = run_tuning(config, trials, jobs, study_name, timeout, train=train)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"Interrupted: the finished trials stay in the study; `tune` again resumes it "
+            f"({storage_url()})."
+        ) from None
+    click.echo(
+        f"Study {result.study}: {result.trials} trials here; best: trial {result.best_trial}, "
+        f"{config.promotion.metric} {result.best_value:.4f} {json.dumps(result.best_params)}"
+    )
+    if result.trained is None:
+        click.echo(f"Trial {result.best_trial} was trained and registered already.")
+        return
+    status = "is now @champion" if result.trained.promoted else "stays @challenger"
+    click.echo(
+        f"{PROJECT_SLUG} version {result.trained.version} {status}: {result.trained.reason}."
+    )
+
+
+@click.command()
+@data_options
+@click.option("--alias", default="champion", help="Evaluate the version holding this alias...")
+@click.option("--version", "version", help="...or this version number.")
+def evaluate(
+    config_path: Path, data: Path | None, target: str | None, alias: str, version: str | None
+) -> None:
+    """Print a registered model's metrics on the held-out part of the data."""
+    from ..jobs.evaluate import evaluate as score_version
+
+    config = read_config(config_path, data, target)
+    uri = registered_model_uri(version) if version else registered_model_uri(alias=alias)
+    with user_errors():
+        metrics = score_version(config, version, alias)
+    click.echo(json.dumps({"model_uri": uri, **metrics}, indent=2))
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.0,
+    help="Largest difference of a metric or a predicted value still counted the same.",
+)
+def reproduce(model: str, tolerance: float) -> None:
+    """Rebuild MODEL (a version, an alias or a run id) from its commit and data; compare.
+
+    Registers nothing and leaves the work tree as it is; tags the run with the verdict.
+    Exit status 0: reproduced; 1: not reproduced, or it cannot be.
+    """
+    from ..jobs.reproduce import reproduce as run_reproduction
+
+    with user_errors():
+        result = run_reproduction(model, tolerance)
+    click.echo(result.summary())
+    if not result.reproduced:
+        raise SystemExit(1)
+
+
+@click.command(hidden=True)
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def rebuild(record: Path, out: Path) -> None:
+    """Retrain with a run's configuration: what `reproduce` runs in its scratch checkout."""
+    from ..jobs.reproduce import rebuild as run_rebuild
+
+    with user_errors():
+        run_rebuild(record, out)
+
+
+@click.command()
+@click.option("--version", "version", help="Make this version the champion.")
+@click.option("--rollback", is_flag=True, help="Give champion back to the previous champion.")
+def promote(version: str | None, rollback: bool) -> None:
+    """Move the champion alias by hand: to a version, or back (rollback)."""
+    from ..store import registry, tracking
+
+    if bool(version) == rollback:
+        raise click.UsageError("Pass exactly one of --version N and --rollback.")
+    with user_errors():
+        client = tracking.setup()
+        if rollback:
+            version = registry.rollback(client)
+        else:
+            assert version is not None
+            registry.promote(client, version)
+    click.echo(f"{PROJECT_SLUG} version {version} is now @champion.")
+
+
+@click.command("export-model")
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def export_model(destination: Path) -> None:
+    """Copy the champion model to DESTINATION, as the image bakes it in; print its version."""
+    from ..store import registry, tracking
+
+    with user_errors():
+        champion = registry.export_champion(tracking.setup(), destination)
+    click.echo(champion.version)
+
+
+COMMANDS = [train, tune, evaluate, reproduce, rebuild, promote, export_model]
