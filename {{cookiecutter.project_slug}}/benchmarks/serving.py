@@ -37,10 +37,10 @@ from {{ cookiecutter.module_name }}.config import (
     PROJECT_SLUG,
     load_config,
     registered_model_uri,
-    tracking_uri,
-    use_tracking_store,
 )
-from {{ cookiecutter.module_name }}.serving.model_process import load_model
+from {{ cookiecutter.module_name }}.runtime.model import load_model
+from {{ cookiecutter.module_name }}.settings import tracking_uri
+from {{ cookiecutter.module_name }}.store.tracking import use_tracking_store
 
 CONNECTIONS = (1, 16)
 MODEL_URI = registered_model_uri(alias="champion")

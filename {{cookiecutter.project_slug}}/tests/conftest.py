@@ -93,6 +93,14 @@ def task(request: pytest.FixtureRequest) -> Task:
     return getattr(request, "param", PROJECT_TASK)  # type: ignore[no-any-return]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def servers_pinned() -> Iterator[None]:
+    """Servers a test starts serve the version they load: only test_follow follows on purpose."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODEL_REFRESH_S", "0")
+        yield
+
+
 @pytest.fixture(autouse=True)
 def task_in_the_environment(request: pytest.FixtureRequest) -> Iterator[None]:
     """Commands a test runs (`monitor`, `predict`) read config.toml: tell them the task."""

@@ -11,7 +11,7 @@ the server for its workers) is seen.
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .config import ENV_PREFIX, PROJECT_ROOT, PROJECT_SLUG, registered_model_uri
@@ -90,6 +90,13 @@ class ServingConfig(BaseSettings):
     # at most INFERENCE_LOG_MAX_MB per server process.
     inference_log_dir: Path | None = None
     inference_log_max_mb: float = Field(default=100.0, gt=0)
+    # A server on an alias (MODEL_URI=models:/<name>@champion) checks every this many
+    # seconds which version the alias names, and swaps to it; 0 pins the version
+    # loaded at start. A version number or a directory (a baked model) is always pinned.
+    model_refresh_s: float = Field(default=30.0, ge=0)
+    # The secret of MLflow's registry webhook: set, POST /webhooks/mlflow checks the
+    # alias at once when a signed event says it moved; unset, that route answers 404.
+    mlflow_webhook_secret: SecretStr | None = None
 
 
 def export(**variables: str) -> None:

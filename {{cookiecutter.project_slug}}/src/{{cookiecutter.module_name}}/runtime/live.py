@@ -128,6 +128,10 @@ class LiveDrift(Collector):
         self.directory = directory
         self.window_s = window_s
 
+    def follow(self, profile: Profile, directory: Path) -> None:
+        """Measure against another version's profile and counts (it serves from now on)."""
+        self.profile, self.directory = profile, directory
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """Read the window and yield its gauges."""
         counts, dropped = read_window(self.directory, self.window_s)

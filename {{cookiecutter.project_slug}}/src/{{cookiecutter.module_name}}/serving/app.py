@@ -24,10 +24,13 @@ from ..settings import ServingConfig
 from .observability import Metrics, Observe
 from .protocol import OPENAPI_BODY, error_response, predictions_response
 from .service import Service
+from .webhooks import verified
 
 log = logging.getLogger(__name__)
 
 PREDICTION_ID_HEADER = "X-Prediction-ID"
+# The registered version that made the predictions (the alias may move between requests).
+MODEL_VERSION_HEADER = "X-Model-Version"
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -65,9 +68,15 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
     # For tests and debugging: the routes use `service` directly.
     app.state.service = service
     app.add_exception_handler(Exception, unexpected)
-    app.include_router(status_routes(service, metrics))
-    app.include_router(scoring_routes(service, settings))
-    routes = [getattr(route, "path", "") for route in app.routes]
+    routers = [
+        status_routes(service, metrics),
+        scoring_routes(service, settings),
+        webhook_routes(service, settings),
+    ]
+    for router in routers:
+        app.include_router(router)
+    # Metrics label requests by route: these paths, and "other" for the rest.
+    routes = [getattr(route, "path", "") for router in routers for route in router.routes]
     app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")
     return app
 
@@ -135,13 +144,39 @@ def scoring_routes(service: Service, settings: ServingConfig) -> APIRouter:
                 rows = service.parse(body, content_type)
                 request.state.rows = len(rows)
                 request_id = uuid.uuid4().hex
-                predictions = await service.predict(rows, request_id)
+                scored = await service.predict(rows, request_id)
         except (TimeoutError, ProjectError, MlflowException, ValueError, TypeError) as exc:
             return refusal(exc, settings.request_timeout_s)
-        response = predictions_response(predictions)
+        response = predictions_response(scored.predictions)
         # Row n of the request is "<id>-<n>" in the inference log and in outcomes.
         response.headers[PREDICTION_ID_HEADER] = request_id
+        response.headers[MODEL_VERSION_HEADER] = scored.version or ""
         return response
+
+    return router
+
+
+def webhook_routes(service: Service, settings: ServingConfig) -> APIRouter:
+    """`/webhooks/mlflow`: MLflow's registry says an alias moved (`webhooks.py`)."""
+    router = APIRouter()
+
+    @router.post("/webhooks/mlflow", include_in_schema=False)
+    async def mlflow_webhook(request: Request) -> JSONResponse:
+        """Check the followed alias at once if a signed event says it moved."""
+        secret = settings.mlflow_webhook_secret
+        if secret is None or service.follower is None:
+            why = "set MLFLOW_WEBHOOK_SECRET" if secret is None else "the model is pinned"
+            return error_response(f"Webhooks are off here: {why}.", 404, "ENDPOINT_NOT_FOUND")
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            event = verified(secret.get_secret_value(), dict(request.headers), body)
+        except ProjectError as exc:
+            return refusal(exc, settings.request_timeout_s)
+        alias = service.uri.partition("@")[2]
+        if not event.moves(service.model.name, alias):
+            return JSONResponse({"status": "ignored"})
+        service.follower.check_now()
+        return JSONResponse({"status": "checking"})
 
     return router
 

@@ -47,6 +47,9 @@ class ModelSettings:
     log: LogSettings | None = None
     # The fast path of scikit-learn models (FAST_PREDICT=false: their own predict).
     fast: bool = True
+    # The server's tracking store: a model process forked later does not see the
+    # server's environment as it is then, only as it was when its forkserver started.
+    tracking_uri: str | None = None
 
 
 def main(settings: ModelSettings, connection: Connection) -> None:
@@ -56,7 +59,7 @@ def main(settings: ModelSettings, connection: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        use_tracking_store()
+        use_tracking_store(settings.tracking_uri)
         scorer = Scorer(settings)
     except Exception as error:  # reported by the server, which cannot start without it
         connection.send(f"{type(error).__name__}: {error}")

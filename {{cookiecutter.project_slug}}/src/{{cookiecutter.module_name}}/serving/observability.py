@@ -87,6 +87,12 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=self.registry,
         )
+        self.swaps = Counter(
+            "model_swaps",
+            "New versions of the followed alias: swapped in, or refused (failed to load or warm).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.model = Gauge(
             "model_info",
             "The served model: 1, labelled with its name, version and URI.",

@@ -5,6 +5,8 @@ with the requests that arrive at the same time (`batching.py`) by the model in a
 process of its own (`predictor.py`, `model_process.py`). `Service` holds these parts
 for the server's lifetime; the HTTP routes (`app.py`) and `serve --check` both go
 through `Service.parse` and `Service.predict`, so the check runs what a request runs.
+A server started on a registry alias follows it (`follow.py`): a new version is
+loaded and warmed in a process of its own, then swapped in between two batches.
 """
 
 import asyncio
@@ -12,16 +14,19 @@ import gc
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ModelError
 from ..runtime.inference_log import LogSettings
 from ..runtime.live import LiveDrift, LiveSettings
 from ..runtime.model import ServedModel, describe_model
 from ..runtime.model_input import Rows
-from ..settings import ServingConfig
+from ..settings import ServingConfig, tracking_uri
 from ..store.tracking import use_tracking_store
 from .batching import Batcher
+from .follow import Follower, follows
 from .model_process import ModelSettings
 from .observability import Metrics
 from .predictor import Predictor
@@ -30,11 +35,29 @@ from .protocol import IdentifiedRows, parse
 log = logging.getLogger(__name__)
 
 
-class Service:
-    """The served model, its process and the batcher feeding it; `start` before `score`."""
+@dataclass
+class Loaded:
+    """A model being served: what it is, the process holding it, its live drift."""
 
     model: ServedModel
     predictor: Predictor
+    live: LiveSettings | None
+    # One batch at a time on a model process; a swap closes it after the batch in flight.
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request's predictions, and the version of the model that made them."""
+
+    predictions: Any
+    version: str | None
+
+
+class Service:
+    """The served model, its process and the batcher feeding it; `start` before `score`."""
+
+    current: Loaded
     batcher: Batcher
 
     def __init__(self, uri: str, settings: ServingConfig, metrics: Metrics) -> None:
@@ -42,59 +65,117 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.batching: asyncio.Task[None] | None = None
+        self.following: asyncio.Task[None] | None = None
+        self.follower: Follower | None = None
         self.stopping = False
+        self.live: LiveDrift | None = None
         # A folder of our own for the live counts, when the server gives none.
         self.own_dir: Path | None = None
 
+    @property
+    def model(self) -> ServedModel:
+        """The model serving now."""
+        return self.current.model
+
     async def start(self) -> None:
-        """Identify and load the model, start its process and the batcher."""
+        """Identify and load the model, start its process, the batcher and the follower."""
         use_tracking_store()
         # Reading the registry blocks: on a thread, so the event loop stays free.
-        self.model = await asyncio.to_thread(describe_model, self.uri)
-        settings = ModelSettings(
-            self.model.pinned_uri,
-            await asyncio.to_thread(self.live_settings),
-            self.log_settings(),
-            self.settings.fast_predict,
-        )
-        self.predictor = Predictor(settings)
-        await self.predictor.wait_ready()
+        self.current = await self.load(await asyncio.to_thread(describe_model, self.uri))
         self.batcher = Batcher(
             self.predict_batch, self.settings.max_batch_rows, self.settings.max_batch_wait_ms / 1000
         )
         self.start_batching()
         self.health()
-        self.metrics.model.labels(self.model.name or "", self.model.version or "", self.uri).set(1)
-        log.info("Serving %s (version %s).", self.uri, self.model.version)
+        self.retarget_live(self.current)
+        self.announce(self.current.model)
+        if follows(self.uri, self.settings):
+            self.follower = Follower(self, self.settings.model_refresh_s)
+            self.following = asyncio.create_task(self.follower.run(), name="follower")
         # What exists now lives as long as the server: keep the garbage collector from
         # walking through it again and again, which stalls requests under load.
         gc.freeze()
 
-    def live_settings(self) -> LiveSettings | None:
+    async def load(self, model: ServedModel) -> Loaded:
+        """Start a process with `model` and wait until it is loaded."""
+        live = await asyncio.to_thread(self.live_settings, model)
+        settings = ModelSettings(
+            model.pinned_uri, live, self.log_settings(model), self.settings.fast_predict,
+            tracking_uri(),
+        )  # fmt: skip
+        predictor = Predictor(settings)
+        try:
+            await predictor.wait_ready()
+        except BaseException:
+            await asyncio.to_thread(predictor.close)
+            raise
+        return Loaded(model, predictor, live)
+
+    async def warm(self, loaded: Loaded) -> None:
+        """Score the model's own input example through the serving path (`serve --check`'s)."""
+        example = await asyncio.to_thread(loaded.model.serving_example)
+        rows = parse(example, "application/json", loaded.model.schema, len(example))
+        [outcome] = await loaded.predictor.predict([("warm-up", rows)])
+        if isinstance(outcome, Exception):
+            version = loaded.model.version
+            raise ModelError(f"Version {version} cannot score its input example: {outcome}")
+
+    async def discard(self, loaded: Loaded) -> None:
+        """Stop a model process that never served (its version failed to warm)."""
+        await asyncio.to_thread(loaded.predictor.close)
+
+    async def swap(self, new: Loaded) -> None:
+        """Serve `new` from the next batch on; close the old one after its batch in flight."""
+        old, self.current = self.current, new
+        self.retarget_live(new)
+        self.metrics.model.labels(*labels(old.model, self.uri)).set(0)
+        self.announce(new.model)
+        async with old.turn:
+            await asyncio.to_thread(old.predictor.close)
+
+    def announce(self, model: ServedModel) -> None:
+        """Say which model serves, in the log and on /metrics."""
+        self.metrics.model.labels(*labels(model, self.uri)).set(1)
+        log.info("Serving %s (version %s).", self.uri, model.version)
+
+    def live_settings(self, model: ServedModel) -> LiveSettings | None:
         """Live drift for a model with a reference profile, unless MONITORING is off."""
         if not self.settings.monitoring:
             log.info("Monitoring is off (MONITORING=false).")
             return None
-        profile = self.model.profile()
+        profile = model.profile()
         if profile is None:
             return None
         directory = self.settings.monitoring_dir
         if directory is None:
-            directory = self.own_dir = Path(tempfile.mkdtemp(prefix="monitoring-"))
+            if self.own_dir is None:
+                self.own_dir = Path(tempfile.mkdtemp(prefix="monitoring-"))
+            directory = self.own_dir
+        # Each version counts into bins of its own profile: a folder of its own.
+        directory = directory / f"version-{model.version or 'unregistered'}"
         directory.mkdir(parents=True, exist_ok=True)
-        live = LiveSettings(profile, directory, self.settings.drift_window_s)
-        self.metrics.add(LiveDrift(profile, directory, live.window_s))
-        return live
+        return LiveSettings(profile, directory, self.settings.drift_window_s)
 
-    def log_settings(self) -> LogSettings | None:
+    def retarget_live(self, loaded: Loaded) -> None:
+        """Live drift on /metrics follows the serving version's profile and counts."""
+        live = loaded.live
+        if live is None:
+            return
+        if self.live is None:
+            self.live = LiveDrift(live.profile, live.directory, live.window_s)
+            self.metrics.add(self.live)
+        else:
+            self.live.follow(live.profile, live.directory)
+
+    def log_settings(self, model: ServedModel) -> LogSettings | None:
         """The inference log, if INFERENCE_LOG_DIR is set."""
         if self.settings.inference_log_dir is None:
             return None
         return LogSettings(
             self.settings.inference_log_dir,
             int(self.settings.inference_log_max_mb * 1024 * 1024),
-            self.model.name or self.uri,
-            self.model.version or "",
+            model.name or self.uri,
+            model.version or "",
         )
 
     def start_batching(self) -> None:
@@ -116,14 +197,14 @@ class Service:
         problem = None
         if self.batching is None:
             problem = "loading"
-        elif not self.predictor.is_alive():
+        elif not self.current.predictor.is_alive():
             problem = "the model process is down"
         elif self.batching.done():
             problem = "the batcher is down"
         self.metrics.ready.set(0 if problem else 1)
         return problem
 
-    async def score(self, body: bytes, content_type: str) -> Any:
+    async def score(self, body: bytes, content_type: str) -> Scored:
         """Parse a request body and return its predictions; raise what the request caused."""
         return await self.predict(self.parse(body, content_type))
 
@@ -131,13 +212,16 @@ class Service:
         """The rows of a request body, checked against the model's schema and the limits."""
         return parse(body, content_type, self.model.schema, self.settings.max_request_rows)
 
-    async def predict(self, rows: Rows, request_id: str = "") -> Any:
+    async def predict(self, rows: Rows, request_id: str = "") -> Scored:
         """Queue the rows for the model; return their predictions, or raise their error."""
-        return await self.batcher.submit(rows, request_id)
+        scored: Scored = await self.batcher.submit(rows, request_id)
+        return scored
 
     async def predict_batch(self, jobs: list[IdentifiedRows]) -> list[Any]:
-        """Predict a batch in the model's process and count what comes back."""
-        outcomes = await self.predictor.predict(jobs)
+        """Predict a batch in the model's process, count what comes back, name its version."""
+        current = self.current
+        async with current.turn:
+            outcomes = await current.predictor.predict(jobs)
         try:
             self.metrics.batch_rows.observe(sum(len(rows) for _, rows in jobs))
             for outcome in outcomes:
@@ -145,17 +229,24 @@ class Service:
                     self.metrics.observe_predictions(outcome)
         except Exception:  # the predictions are right: only their count is lost
             log.exception("Counting the predictions of a batch failed.")
-        return outcomes
+        version = current.model.version
+        return [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
 
     async def stop(self) -> None:
-        """Stop the batcher, then the model process (the server has answered every request)."""
+        """Stop the follower, the batcher, then the model process (every request answered)."""
         self.stopping = True
-        if self.batching is not None:
-            self.batching.cancel()
-            await asyncio.gather(self.batching, return_exceptions=True)
-        self.predictor.close()
+        for task in (self.following, self.batching):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self.current.predictor.close()
         if self.own_dir is not None:
             shutil.rmtree(self.own_dir, ignore_errors=True)
+
+
+def labels(model: ServedModel, uri: str) -> tuple[str, str, str]:
+    """The labels of `model_info` for a served model."""
+    return model.name or "", model.version or "", uri
 
 
 async def check_serving(uri: str, settings: ServingConfig) -> int:
@@ -163,7 +254,7 @@ async def check_serving(uri: str, settings: ServingConfig) -> int:
     service = Service(uri, settings, Metrics())
     await service.start()
     try:
-        predictions = await service.score(service.model.serving_example(), "application/json")
+        scored = await service.score(service.model.serving_example(), "application/json")
     finally:
         await service.stop()
-    return len(predictions)
+    return len(scored.predictions)

@@ -30,9 +30,12 @@ DEFAULT_ARTIFACT_LOCATION = (PROJECT_ROOT / "mlartifacts").as_uri()
 SERVING_DISTRIBUTIONS = ["mlflow-skinny", "scikit-learn", "skops", "pandas", "numpy", "scipy"]
 
 
-def use_tracking_store() -> str:
-    """Point this process' MLflow at the tracking store: the one place that sets its URI."""
-    uri = tracking_uri()
+def use_tracking_store(uri: str | None = None) -> str:
+    """Point this process' MLflow at the tracking store (`uri`, else the environment's).
+
+    The one place that sets MLflow's tracking URI.
+    """
+    uri = uri or tracking_uri()
     mlflow.set_tracking_uri(uri)
     return uri
 
