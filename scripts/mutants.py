@@ -138,6 +138,14 @@ CATALOGUE = [
            "from ..errors import ModelError\n",
            "import mlflow  # noqa: F401\n\nfrom ..errors import ModelError\n",
            "project", ("tests/test_layers.py",)),
+    # Following the registry: a new version is served only once it scored its example.
+    Mutant("swap-unwarmed", "generated code", f"{MODULE}/serving/follow.py",
+           "            await self.service.warm(loaded)\n", "            pass\n",
+           "project", ("tests/test_follow.py", "-k", "never_served")),
+    # A webhook event replayed an hour later is refused.
+    Mutant("webhook-replay", "generated code", f"{MODULE}/serving/webhooks.py",
+           "- int(timestamp)) > MAX_AGE_S:", "- int(timestamp)) > 12 * MAX_AGE_S:",
+           "project", ("tests/test_follow.py", "-k", "not_signed")),
     # The server's generic error path: a bug's details never leave the server.
     Mutant("error-leaks-cause", "generated code", f"{MODULE}/serving/app.py",
            'error_response("Internal error: the server log has the details.", 500)',
