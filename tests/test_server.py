@@ -71,7 +71,7 @@ def postgres() -> Iterator[str]:
         folder,
     )
     try:
-        for database in ("mlflow", "mlflow_auth", "mlflow_steps", "mlflow_tune", "optuna"):
+        for database in ("mlflow", "mlflow_auth", "mlflow_steps", "mlflow_tune", "mlflow_hooks", "optuna"):
             run(
                 [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
                 folder,
@@ -125,9 +125,9 @@ def server_env(backend: str, folder: Path, **extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def started(project: Path, backend: str, folder: Path) -> Iterator[TrackingServer]:
+def started(project: Path, backend: str, folder: Path, **extra: str) -> Iterator[TrackingServer]:
     """`make tracking-server` on `backend`, its artifacts and log in `folder`, for the block."""
-    tracking = TrackingServer(project, server_env(backend, folder), folder / "server.log")
+    tracking = TrackingServer(project, server_env(backend, folder, **extra), folder / "server.log")
     tracking.start()
     try:
         yield tracking
@@ -524,3 +524,65 @@ def test_an_interrupted_tune_fails_its_running_trial_and_a_new_one_resumes(
     assert len(after) == len(states) + 2
     assert [state for _, state in after[len(states) :]] == ["COMPLETE", "COMPLETE"]
     assert "Study resumed: 2 trials here" in resumed
+
+
+# What MLflow needs to call a receiver on this machine: plain http, a loopback address,
+# a key to keep webhook secrets encrypted at rest, and a list of webhooks read afresh.
+WEBHOOKS_ON = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "8tWXjBhS0jTJv3nXKOoPvl_jNcUeEb7uLSqm2yE4V7Y=",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
+WEBHOOK_SECRET = "a secret MLflow and the server share"
+
+
+@pytest.fixture(scope="module")
+def hooks_server(
+    team_project: Path, postgres: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TrackingServer]:
+    folder = tmp_path_factory.mktemp("hooks")
+    with started(team_project, f"{postgres}/mlflow_hooks", folder, **WEBHOOKS_ON) as tracking:
+        for _ in range(2):  # version 1 @champion, version 2 @challenger
+            run(["make", "train"], team_project, env=client_env(tracking.url))
+        yield tracking
+
+
+def test_a_promotion_through_the_tracking_server_reaches_a_following_server_by_webhook(
+    hooks_server: TrackingServer, team_project: Path, tmp_path: Path
+) -> None:
+    """MLflow's own webhook, signed by MLflow: the server swaps at once, not at its next check."""
+    serving = Background(
+        ["make", "serve", "PORT={port}"], team_project,
+        client_env(hooks_server.url, MODEL_REFRESH_S="3600", MLFLOW_WEBHOOK_SECRET=WEBHOOK_SECRET),
+        tmp_path / "serve.log",
+    )  # fmt: skip
+    serving.start()
+    try:
+        hook = {
+            "name": "serving", "url": f"{serving.url}/webhooks/mlflow", "secret": WEBHOOK_SECRET,
+            "events": [{"entity": "MODEL_VERSION_ALIAS", "action": "CREATED"}],
+        }  # fmt: skip
+        created, _ = http(f"{hooks_server.url}/api/2.0/mlflow/webhooks", json.dumps(hook).encode())
+        before = http(f"{serving.url}/model")[1]["model_version"]
+        run(["make", "promote", "VERSION=2"], team_project, env=client_env(hooks_server.url))
+        promoted = time.monotonic()
+        while http(f"{serving.url}/model")[1]["model_version"] != "2":
+            assert time.monotonic() - promoted < 30, serving.log.read_text()[-3000:]
+            time.sleep(0.1)
+        seconds = time.monotonic() - promoted
+        forged = urllib.request.Request(
+            f"{serving.url}/webhooks/mlflow", data=b"{}", headers={
+                "X-MLflow-Signature": "v1,Zm9yZ2Vk", "X-MLflow-Timestamp": str(int(time.time())),
+                "X-MLflow-Delivery-Id": "forged", "Content-Type": "application/json",
+            },
+        )  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=30)
+    finally:
+        serving.stop()
+
+    assert created == 200
+    assert before == "1"
+    assert seconds < 3, f"the swap took {seconds:.1f} s"
+    assert refused.value.code == 401
