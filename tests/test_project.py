@@ -227,7 +227,8 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
     output = run(["make", "bench", "BENCH_SECONDS=2"], project)
 
     servers = [
-        "this project", "  monitoring off", "  fast path off", "mlflow models serve", "echo (HTTP floor)",
+        "this project", "  monitoring off", "  fast path off", "  pinned", "  follows, 1 s checks",
+        "mlflow models serve", "echo (HTTP floor)",
     ]  # fmt: skip
     row = re.compile(rf"^({'|'.join(map(re.escape, servers))}) +(\d+) +([\d.]+) ", re.MULTILINE)
     rates = {(name, connections): float(rate) for name, connections, rate in row.findall(output)}
@@ -235,6 +236,7 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
     assert all(rate > 0 for rate in rates.values())
     assert "x the throughput of mlflow models serve" in output
     assert "monitoring on keeps" in output
+    assert "following the registry (a check every second) keeps" in output
     assert "x the throughput of scikit-learn's predict" in output
     ways = ["MLflow pyfunc predict", "scikit-learn predict", "fast path"]
     in_process = re.compile(rf"^({'|'.join(ways)}) +[\d.]+/[\d.]+ ", re.MULTILINE)

@@ -3,8 +3,10 @@
 Both serve `models:/<slug>@champion` on loopback, and wrk (a low-overhead load
 generator: `apt-get install wrk`, `brew install wrk`) sends each the same
 single-row request at 1 and at 16 connections; this project's server runs once more
-with monitoring off (MONITORING=false), to show what live drift costs, and once with
-scikit-learn's own predict instead of the fast path (FAST_PREDICT=false). A bare ASGI
+with monitoring off (MONITORING=false), to show what live drift costs, once with
+scikit-learn's own predict instead of the fast path (FAST_PREDICT=false), and once
+pinned to its version (MODEL_REFRESH_S=0) against following its alias with a registry
+check every second, to show what following the registry costs. A bare ASGI
 app that only echoes the body, under the same uvicorn, shows the HTTP floor of the
 machine. The table gives requests per second, median and 99th-percentile latency, and
 the ratios; a second table the in-process predict of 1 and 16 rows: MLflow's pyfunc,
@@ -178,6 +180,8 @@ def main() -> None:
         "this project": ours,
         "  monitoring off": ours,
         "  fast path off": ours,
+        "  pinned": ours,
+        "  follows, 1 s checks": ours,
         "mlflow models serve": [
             "mlflow",
             "models",
@@ -204,6 +208,8 @@ def main() -> None:
         env = {
             "  monitoring off": {"MONITORING": "false"},
             "  fast path off": {"FAST_PREDICT": "false"},
+            "  pinned": {"MODEL_REFRESH_S": "0"},
+            "  follows, 1 s checks": {"MODEL_REFRESH_S": "1"},
         }.get(name, {})
         with running(command, port, work / f"{port}.log", env):
             results[name] = {c: load(port, c, seconds, body, script) for c in CONNECTIONS}
@@ -217,7 +223,7 @@ def main() -> None:
                 f"{name:<22}{connections:>6}{figures['rps']:>10.1f}"
                 f"{figures['p50']:>10.2f}{figures['p99']:>10.2f}"
             )
-    ours, unmonitored, slow, theirs, floor = results.values()
+    ours, unmonitored, slow, pinned, following, theirs, floor = results.values()
     busy = max(CONNECTIONS)
     print()
     print(f"{'in process (ms, before/after the servers)':<44}{'1 row':>14}{'16 rows':>14}")
@@ -243,6 +249,12 @@ def main() -> None:
         f"monitoring on keeps {ours[busy]['rps'] / unmonitored[busy]['rps']:.2f}x of the "
         f"throughput without it at {busy} connections "
         f"({ours[1]['p50'] / unmonitored[1]['p50']:.2f}x its p50 at 1 connection)"
+    )
+
+    print(
+        f"following the registry (a check every second) keeps "
+        f"{following[busy]['rps'] / pinned[busy]['rps']:.2f}x of the pinned throughput at "
+        f"{busy} connections, {following[busy]['p99'] / pinned[busy]['p99']:.2f}x its p99"
     )
 
 
