@@ -568,7 +568,7 @@ def test_a_promotion_through_the_tracking_server_reaches_a_following_server_by_w
         run(["make", "promote", "VERSION=2"], team_project, env=client_env(hooks_server.url))
         promoted = time.monotonic()
         while http(f"{serving.url}/model")[1]["model_version"] != "2":
-            assert time.monotonic() - promoted < 30, serving.log.read_text()[-3000:]
+            assert time.monotonic() - promoted < 120, serving.log.read_text()[-3000:]
             time.sleep(0.1)
         seconds = time.monotonic() - promoted
         forged = urllib.request.Request(
@@ -584,5 +584,6 @@ def test_a_promotion_through_the_tracking_server_reaches_a_following_server_by_w
 
     assert created == 200
     assert before == "1"
-    assert seconds < 3, f"the swap took {seconds:.1f} s"
+    # Far sooner than the next check (an hour away): MLflow's webhook, not the poll.
+    assert seconds < 60, f"the swap took {seconds:.1f} s"
     assert refused.value.code == 401

@@ -241,7 +241,7 @@ def output_schema(sources: Sequence[Source], model: BatchModel) -> pa.Schema:
     return pa.schema([*fields, *model.fixed_columns()])
 
 
-class Scorer:
+class ChunkScorer:
     """Scores a chunk into a table of the output's schema."""
 
     def __init__(self, model: BatchModel, schema: pa.Schema) -> None:
@@ -302,7 +302,7 @@ def score_locally(
     kind = SOURCES[inputs.format]
     sources: list[Source] = [kind(file, model, ids, chunk_rows) for file in inputs.files]
     schema = output_schema(sources, model)
-    scorer = Scorer(model, schema)
+    scorer = ChunkScorer(model, schema)
     sizes = [Path(source.path).stat().st_size for source in sources]
     rows = 0
     with (

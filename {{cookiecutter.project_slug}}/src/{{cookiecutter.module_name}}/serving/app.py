@@ -124,7 +124,7 @@ def status_routes(service: Service, metrics: Metrics) -> APIRouter:
     @router.get("/metrics")
     async def prometheus() -> Response:
         """Expose the metrics in Prometheus' text format."""
-        service.health()  # updates serving_ready
+        metrics.ready.set(0 if service.health() else 1)
         return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
     return router

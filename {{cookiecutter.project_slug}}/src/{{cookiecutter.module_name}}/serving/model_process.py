@@ -29,8 +29,33 @@ from .protocol import IdentifiedRows
 
 log = logging.getLogger(__name__)
 
-# The first message of a model process that has loaded its model.
-READY = "ready"
+
+@dataclass(frozen=True)
+class Ready:
+    """The model process' first message: its model is loaded and warm."""
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    """The model process' first message when its model cannot be loaded, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The server's message: requests to predict together, each its id and rows."""
+
+    jobs: list[IdentifiedRows]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The answer to a Batch: per request, its predictions or the exception it raised."""
+
+    items: list[Any]
+
+
 # Predicts the rows of requests as one call: the model's `predict`, with the typing
 # of the rows before it and the monitoring after it.
 Predict = Callable[[list[IdentifiedRows]], Any]
@@ -62,12 +87,12 @@ def main(settings: ModelSettings, connection: Connection) -> None:
         use_tracking_store(settings.tracking_uri)
         scorer = Scorer(settings)
     except Exception as error:  # reported by the server, which cannot start without it
-        connection.send(f"{type(error).__name__}: {error}")
+        connection.send(LoadFailed(f"{type(error).__name__}: {error}"))
         return
     # The model lives as long as the process: keep the garbage collector from
     # walking through it again and again, which stalls predictions under load.
     gc.freeze()
-    connection.send(READY)
+    connection.send(Ready())
     try:
         while True:
             due = scorer.window.due_in() if scorer.window else None
@@ -76,15 +101,15 @@ def main(settings: ModelSettings, connection: Connection) -> None:
                 scorer.flush()
                 continue
             try:
-                jobs = connection.recv()
+                batch: Batch = connection.recv()
             except EOFError:  # the server closed the pipe, or is gone
                 return
-            outcomes = predict_jobs(scorer.predict, jobs)
+            outcomes = predict_jobs(scorer.predict, batch.jobs)
             try:
-                connection.send(outcomes)
+                connection.send(Outcomes(outcomes))
             except (pickle.PicklingError, TypeError, AttributeError):
                 # An exception that cannot be pickled: send its message instead.
-                connection.send([portable(outcome) for outcome in outcomes])
+                connection.send(Outcomes([portable(outcome) for outcome in outcomes]))
     finally:
         scorer.close()
 

@@ -85,9 +85,9 @@ class Predictor:
     async def wait_ready(self) -> None:
         """Wait until the model is loaded; raise ModelUnavailableError saying why it is not."""
         message = await self.receive()
-        if message != model_process.READY:
+        if isinstance(message, model_process.LoadFailed):
             raise ModelUnavailableError(
-                f"The model process could not load {self.settings.uri}: {message}"
+                f"The model process could not load {self.settings.uri}: {message.reason}"
             )
         self.ready = True
 
@@ -102,8 +102,9 @@ class Predictor:
             if not self.ready:
                 await self.wait_ready()
             self.pending = True
-            self.connection.send(jobs)
-            outcomes: list[Any] = await self.receive()
+            self.connection.send(model_process.Batch(jobs))
+            answer: model_process.Outcomes = await self.receive()
+            outcomes = answer.items
             self.pending = False
         except (ModelUnavailableError, OSError) as error:
             log.error("%s Starting a new model process.", error)

@@ -86,7 +86,6 @@ class Service:
             self.predict_batch, self.settings.max_batch_rows, self.settings.max_batch_wait_ms / 1000
         )
         self.start_batching()
-        self.health()
         self.retarget_live(self.current)
         self.announce(self.current.model)
         if follows(self.uri, self.settings):
@@ -193,7 +192,7 @@ class Service:
         self.start_batching()
 
     def health(self) -> str | None:
-        """None if the server can predict; else what stops it (also `serving_ready`)."""
+        """None if the server can predict; else what stops it."""
         problem = None
         if self.batching is None:
             problem = "loading"
@@ -201,7 +200,6 @@ class Service:
             problem = "the model process is down"
         elif self.batching.done():
             problem = "the batcher is down"
-        self.metrics.ready.set(0 if problem else 1)
         return problem
 
     async def score(self, body: bytes, content_type: str) -> Scored:
