@@ -20,7 +20,7 @@ BENCH_DIR ?= .bench
 
 BASE_IMAGE ?= python:3.12-slim
 
-.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving bench-batch clean
+.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving bench-batch bench-swap clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -87,6 +87,12 @@ bench-serving: install ## Benchmark the generated server against `mlflow models 
 	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/serving" .
 	$(MAKE) -C "$(BENCH_DIR)/serving/customer-churn" install train
 	$(MAKE) -C "$(BENCH_DIR)/serving/customer-churn" bench BENCH_SECONDS=20
+
+bench-swap: install ## A server following its alias, steady against swapping versions every 3 s under wrk (needs wrk)
+	rm -rf "$(BENCH_DIR)/swap" && mkdir -p "$(BENCH_DIR)/swap"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/swap" .
+	$(MAKE) -C "$(BENCH_DIR)/swap/customer-churn" install data
+	$(RUN) python benchmarks/hot_swap.py "$(BENCH_DIR)/swap/customer-churn"
 
 clean: ## Remove the demo project, benchmark bakes and caches
 	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache .test-artifacts
