@@ -142,6 +142,10 @@ CATALOGUE = [
     Mutant("swap-unwarmed", "generated code", f"{MODULE}/serving/follow.py",
            "            await self.service.warm(loaded)\n", "            pass\n",
            "project", ("tests/test_follow.py", "-k", "never_served")),
+    # A new version's warm-up is not traffic: neither logged nor counted in live drift.
+    Mutant("warm-up-logged", "generated code", f"{MODULE}/serving/model_process.py",
+           " and jobs[0][0] != WARM_UP:", ":",
+           "project", ("tests/test_follow.py", "-k", "shadow_scores_every_row")),
     # A webhook event replayed an hour later is refused.
     Mutant("webhook-replay", "generated code", f"{MODULE}/serving/webhooks.py",
            "- int(timestamp)) > MAX_AGE_S:", "- int(timestamp)) > 12 * MAX_AGE_S:",

@@ -19,6 +19,8 @@ from mlflow import MlflowClient
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
 from {{ cookiecutter.module_name }}.config import PROJECT_SLUG, Config
+from {{ cookiecutter.module_name }}.core.evaluation import label_metrics
+from {{ cookiecutter.module_name }}.jobs.monitor.monitor import monitor, reference_profile
 from {{ cookiecutter.module_name }}.jobs.train import train
 from {{ cookiecutter.module_name }}.serving.app import MODEL_VERSION_HEADER, create_app
 from {{ cookiecutter.module_name }}.serving.follow import follows
@@ -118,7 +120,7 @@ def test_only_a_server_on_an_alias_follows_the_registry(
 @pytest.mark.integration
 @pytest.mark.both_tasks
 def test_five_alias_moves_under_load_fail_no_request_and_each_answer_names_its_version(
-    registry: MlflowClient, rows: pd.DataFrame
+    registry: MlflowClient, rows: pd.DataFrame, tmp_path: Path
 ) -> None:
     expected = {version: in_process(version, rows) for version in ("1", "2")}
     assert expected["1"] != expected["2"]
@@ -127,7 +129,9 @@ def test_five_alias_moves_under_load_fail_no_request_and_each_answer_names_its_v
     failures: list[str] = []
     stop = threading.Event()
 
-    with TestClient(create_app(FOLLOWED, ServingConfig(model_refresh_s=0.2))) as app:
+    settings = ServingConfig(model_refresh_s=0.2, inference_log_dir=tmp_path)  # type: ignore[arg-type]
+
+    with TestClient(create_app(FOLLOWED, settings)) as app:
 
         def client() -> None:
             while not stop.is_set():
@@ -161,6 +165,10 @@ def test_five_alias_moves_under_load_fail_no_request_and_each_answer_names_its_v
     assert served + '"2"} 1.0' in metrics
     assert served + '"1"} 0.0' in metrics
     assert 'model_swaps_total{outcome="swapped"} 5.0' in metrics
+    # The log names the version of each row; a new version's warm-up is not traffic.
+    logged = read_lines(tmp_path, "inference-*.jsonl")
+    assert len(logged) == len(answers) * len(rows)
+    assert {line["version"] for line in logged} == {"1", "2"}
 
 
 def damaged_copy(client: MlflowClient, damage: str) -> str:
@@ -292,3 +300,130 @@ def test_without_a_secret_the_webhook_route_is_off(registry: MlflowClient) -> No
 
     assert response.status_code == 404
     assert "MLFLOW_WEBHOOK_SECRET" in response.json()["message"]
+
+
+SHADOWED = "shadowed"
+
+
+def read_lines(folder: Path, pattern: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line) for path in folder.glob(pattern) for line in path.read_text().splitlines()
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.both_tasks
+def test_the_shadow_scores_every_row_and_its_agreement_on_metrics_is_the_logs(
+    registry: MlflowClient, rows: pd.DataFrame, tmp_path: Path, task: str, config: Config
+) -> None:
+    registry.set_registered_model_alias(PROJECT_SLUG, SHADOWED, "2")
+    settings = ServingConfig(
+        model_refresh_s=0,
+        shadow_alias=SHADOWED,
+        inference_log_dir=tmp_path,  # type: ignore[arg-type]
+    )
+
+    with TestClient(create_app(FOLLOWED, settings)) as app:
+        for start in range(0, len(rows), 5):
+            answer = app.post(
+                "/invocations", json={"dataframe_records": records(rows[start : start + 5])}
+            )
+            assert answer.headers[MODEL_VERSION_HEADER] == "1"
+        wait_for(lambda: f"shadow_rows_total {float(len(rows))}" in app.get("/metrics").text)
+        metrics = app.get("/metrics").text
+
+    served = {line["id"]: line["prediction"] for line in read_lines(tmp_path, "inference-*.jsonl")}
+    shadowed = read_lines(tmp_path, "shadow-*.jsonl")
+    assert sorted(line["id"] for line in shadowed) == sorted(served)
+    assert {line["shadow_version"] for line in shadowed} == {"2"}
+    pairs = [(served[line["id"]], line["shadow_prediction"]) for line in shadowed]
+    if task == "classification":
+        name, expected = "shadow_agreement_ratio", sum(a == b for a, b in pairs) / len(pairs)
+    else:
+        name, expected = "shadow_mean_abs_delta", sum(abs(a - b) for a, b in pairs) / len(pairs)
+    [shown] = [
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name + " ")
+    ]
+    assert shown == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert "shadow_dropped_total 0.0" in metrics
+
+    # `monitor` puts the shadow beside the served model: here the outcomes are what the
+    # served model said, so its metric is perfect and the shadow's is its agreement's.
+    outcomes = tmp_path / "outcomes.csv"
+    pd.DataFrame({"prediction_id": list(served), "actual": list(served.values())}).to_csv(
+        outcomes, index=False
+    )
+    settings_of_monitor = config.monitoring.model_copy(update={"window": "1d"})
+    [window] = monitor(tmp_path, outcomes, settings_of_monitor, task).windows
+    shadow = [shadow for _, shadow in pairs]
+    kind = str if task == "classification" else float
+    classes = reference_profile(PROJECT_SLUG, "1")["classes"] or []
+    on_outcomes = label_metrics(
+        task, pd.Series([a for a, _ in pairs]).astype(kind), pd.Series(shadow).astype(kind), classes
+    )[str(settings_of_monitor.metric)]
+    assert (window.shadow_version, window.shadow_rows) == ("2", len(rows))
+    assert window.shadow_agreement == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert window.shadow_metric == pytest.approx(on_outcomes)
+
+
+SLOW_MODEL = '''
+import time
+
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Slow(PythonModel):
+    """The served version's predictions, five seconds late."""
+
+    def load_context(self, context):
+        self.model = mlflow.pyfunc.load_model(context.artifacts["model"])
+
+    def predict(self, context, model_input, params=None):
+        time.sleep(5)
+        return self.model.predict(model_input)
+
+
+mlflow.models.set_model(Slow())
+'''
+
+
+def slow_copy(client: MlflowClient, tmp_path: Path, rows: pd.DataFrame) -> str:
+    """Register a version that predicts as version 1, but sleeps five seconds a batch."""
+    model = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{PROJECT_SLUG}/1", dst_path=str(tmp_path / "v1")
+        )
+    )
+    code = tmp_path / "slow.py"
+    code.write_text(SLOW_MODEL)
+    example = rows.head(2).astype(dict.fromkeys(rows.select_dtypes("integer").columns, "float64"))
+    signature = mlflow.models.Model.load(str(model)).signature
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="slow", python_model=str(code), artifacts={"model": str(model)},
+            input_example=example, signature=signature,
+        )  # fmt: skip
+    return str(mlflow.register_model(info.model_uri, PROJECT_SLUG).version)
+
+
+@pytest.mark.integration
+def test_a_shadow_five_seconds_slow_never_delays_an_answer(
+    registry: MlflowClient, rows: pd.DataFrame, tmp_path: Path
+) -> None:
+    slow = slow_copy(registry, tmp_path, rows)
+    registry.set_registered_model_alias(PROJECT_SLUG, SHADOWED, slow)
+    settings = ServingConfig(model_refresh_s=0, shadow_alias=SHADOWED)  # type: ignore[arg-type]
+    seconds = []
+
+    with TestClient(create_app(FOLLOWED, settings)) as app:
+        for _ in range(10):
+            started = time.monotonic()
+            answer = app.post("/invocations", json={"dataframe_records": records(rows.head(3))})
+            seconds.append(time.monotonic() - started)
+            assert answer.status_code == 200, answer.text
+        metrics = app.get("/metrics").text
+
+    # Ten answers in the time the shadow takes to score two batches.
+    assert sum(seconds) < 10, seconds
+    assert "shadow_rows_total 30.0" not in metrics

@@ -97,6 +97,11 @@ class ServingConfig(BaseSettings):
     # The secret of MLflow's registry webhook: set, POST /webhooks/mlflow checks the
     # alias at once when a signed event says it moved; unset, that route answers 404.
     mlflow_webhook_secret: SecretStr | None = None
+    # Shadow scoring: the version this alias names (e.g. challenger) scores the same rows
+    # as the served model, off the response path, for SHADOW_SHARE of the requests;
+    # empty: off. What it answers is compared, logged and counted, never returned.
+    shadow_alias: str = ""
+    shadow_share: float = Field(default=1.0, ge=0, le=1)
 
 
 def export(**variables: str) -> None:

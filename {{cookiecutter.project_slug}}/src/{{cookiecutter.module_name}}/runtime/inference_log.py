@@ -9,6 +9,9 @@ oldest one, says so in the log and counts it (`inference_log_dropped_files` on
 One line a row:
     {"id": "<request id>-<row>", "time": "...", "model": "...", "version": "...",
      "features": {...}, "prediction": ...}
+A shadow (SHADOW_ALIAS) writes its own files (`shadow-*.jsonl`), a line per row it
+scored, with the same id: {"id": ..., "time": ..., "model": ..., "shadow_version": ...,
+"shadow_prediction": ...}.
 """
 
 import json
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 FILES = 10
 PATTERN = "inference-*.jsonl"
+SHADOW_PATTERN = "shadow-*.jsonl"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class LogSettings:
     max_bytes: int
     model: str
     version: str
+    # The shadow's log: its own files, its version and prediction beside the row's id.
+    shadow: bool = False
 
 
 class InferenceLog:
@@ -46,7 +52,8 @@ class InferenceLog:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
         settings.directory.mkdir(parents=True, exist_ok=True)
-        self.prefix = f"inference-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+        kind = "shadow" if settings.shadow else "inference"
+        self.prefix = f"{kind}-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
         self.files: list[Path] = []
         self.file: IO[str] | None = None
         self.written = 0
@@ -77,18 +84,7 @@ class InferenceLog:
         values = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
         predicted = np.asarray(predictions).tolist()
         lines = [
-            json.dumps(
-                {
-                    "id": row_id,
-                    "time": stamp,
-                    "model": self.settings.model,
-                    "version": self.settings.version,
-                    "features": features,
-                    "prediction": prediction,
-                },
-                default=str,
-            )
-            + "\n"
+            json.dumps(self.line(row_id, stamp, features, prediction), default=str) + "\n"
             for row_id, features, prediction in zip(ids, values, predicted, strict=True)
         ]
         budget = self.settings.max_bytes // FILES
@@ -110,6 +106,18 @@ class InferenceLog:
             start = end
         if self.file is not None:
             self.file.flush()
+
+    def line(self, row_id: str, stamp: str, features: Any, prediction: Any) -> dict[str, Any]:
+        """One row's line: the served model's, or the shadow's beside it."""
+        if self.settings.shadow:
+            return {
+                "id": row_id, "time": stamp, "model": self.settings.model,
+                "shadow_version": self.settings.version, "shadow_prediction": prediction,
+            }  # fmt: skip
+        return {
+            "id": row_id, "time": stamp, "model": self.settings.model,
+            "version": self.settings.version, "features": features, "prediction": prediction,
+        }  # fmt: skip
 
     def close(self) -> None:
         """Close the current file."""

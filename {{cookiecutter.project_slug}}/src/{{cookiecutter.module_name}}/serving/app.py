@@ -172,10 +172,8 @@ def webhook_routes(service: Service, settings: ServingConfig) -> APIRouter:
             event = verified(secret.get_secret_value(), dict(request.headers), body)
         except ProjectError as exc:
             return refusal(exc, settings.request_timeout_s)
-        alias = service.uri.partition("@")[2]
-        if not event.moves(service.model.name, alias):
+        if not service.nudge(event):
             return JSONResponse({"status": "ignored"})
-        service.follower.check_now()
         return JSONResponse({"status": "checking"})
 
     return router

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from ..runtime.model import REGISTERED, ServedModel, describe_model
 from ..settings import ServingConfig
-from .observability import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,13 @@ class Swappable(Protocol):
     """What the follower needs of the service (`Service`): its model, and how to swap it."""
 
     uri: str
-    metrics: Metrics
 
-    @property
-    def model(self) -> ServedModel:
-        """The model serving now."""
+    def current_version(self) -> str | None:
+        """The version serving now (None: none yet)."""
+        ...
+
+    def counted(self, outcome: str) -> None:
+        """Count a new version of the alias: "swapped" in, or "refused"."""
         ...
 
     async def load(self, model: ServedModel) -> Any:
@@ -67,6 +68,11 @@ class Follower:
         # The last version refused (it failed to load or to warm): not tried again.
         self.refused: str | None = None
 
+    @property
+    def alias(self) -> str:
+        """The alias followed."""
+        return self.service.uri.partition("@")[2]
+
     def check_now(self) -> None:
         """Check the alias at once (a webhook said it moved), not at the next tick."""
         self.nudged.set()
@@ -85,7 +91,7 @@ class Follower:
     async def check(self) -> None:
         """Swap to the alias' version if it is new and sound."""
         named = await asyncio.to_thread(describe_model, self.service.uri)
-        if named.version in (self.service.model.version, self.refused):
+        if named.version in (self.service.current_version(), self.refused):
             return
         log.info("%s now names version %s: loading it.", self.service.uri, named.version)
         try:
@@ -100,11 +106,11 @@ class Follower:
             self.refuse(named.version, error)
             return
         self.refused = None
-        self.service.metrics.swaps.labels("swapped").inc()
+        self.service.counted("swapped")
         await self.service.swap(loaded)
 
     def refuse(self, version: str | None, error: Exception) -> None:
         """Keep the old model; say why the new one is not served, and count it."""
         log.error("Version %s is not served, the old one stays: %s", version, error)
         self.refused = version
-        self.service.metrics.swaps.labels("refused").inc()
+        self.service.counted("refused")

@@ -30,6 +30,10 @@ from .protocol import IdentifiedRows
 log = logging.getLogger(__name__)
 
 
+# The id of the request that warms a new version up before it serves (`loaded.warm`).
+WARM_UP = "warm-up"
+
+
 @dataclass(frozen=True)
 class Ready:
     """The model process' first message: its model is loaded and warm."""
@@ -127,7 +131,8 @@ class Scorer:
         rows = jobs[0][1] if len(jobs) == 1 else [row for _, rows in jobs for row in rows]
         frame = to_frame(rows, self.schema)
         predictions = self.predict_frame(frame)
-        if len(predictions) == len(frame):
+        # A new version's warm-up (its input example) is not traffic: not logged, not counted.
+        if len(predictions) == len(frame) and jobs[0][0] != WARM_UP:
             try:
                 if self.window:
                     self.window.observe(frame, predictions)

@@ -87,6 +87,7 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=self.registry,
         )
+        self.declare_shadow()
         self.swaps = Counter(
             "model_swaps",
             "New versions of the followed alias: swapped in, or refused (failed to load or warm).",
@@ -98,6 +99,23 @@ class Metrics:
             "The served model: 1, labelled with its name, version and URI.",
             ["name", "version", "uri"],
             multiprocess_mode="max",
+            registry=self.registry,
+        )
+
+    def declare_shadow(self) -> None:
+        """What the shadow (SHADOW_ALIAS) scored, dropped, and how long it took."""
+        self.shadow_rows = Counter(
+            "shadow_rows", "Rows the shadow scored beside the served model.", registry=self.registry
+        )
+        self.shadow_dropped = Counter(
+            "shadow_dropped",
+            "Rows the shadow skipped because it fell behind (its queue was full).",
+            registry=self.registry,
+        )
+        self.shadow_latency = Histogram(
+            "shadow_batch_duration_seconds",
+            "Time the shadow took to score a batch, off the response path.",
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
 

@@ -14,44 +14,25 @@ import gc
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
 from ..runtime.inference_log import LogSettings
 from ..runtime.live import LiveDrift, LiveSettings
-from ..runtime.model import ServedModel, describe_model
+from ..runtime.model import REGISTERED, ServedModel, describe_model
 from ..runtime.model_input import Rows
 from ..settings import ServingConfig, tracking_uri
 from ..store.tracking import use_tracking_store
 from .batching import Batcher
 from .follow import Follower, follows
+from .loaded import Loaded, Scored, close_after_turn, start_process, warm
 from .model_process import ModelSettings
 from .observability import Metrics
-from .predictor import Predictor
 from .protocol import IdentifiedRows, parse
+from .shadow import Shadow
+from .webhooks import Event
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Loaded:
-    """A model being served: what it is, the process holding it, its live drift."""
-
-    model: ServedModel
-    predictor: Predictor
-    live: LiveSettings | None
-    # One batch at a time on a model process; a swap closes it after the batch in flight.
-    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(frozen=True)
-class Scored:
-    """A request's predictions, and the version of the model that made them."""
-
-    predictions: Any
-    version: str | None
 
 
 class Service:
@@ -65,8 +46,10 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.batching: asyncio.Task[None] | None = None
-        self.following: asyncio.Task[None] | None = None
         self.follower: Follower | None = None
+        self.shadow: Shadow | None = None
+        self.shadow_follower: Follower | None = None
+        self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
         self.live: LiveDrift | None = None
         # A folder of our own for the live counts, when the server gives none.
@@ -90,10 +73,37 @@ class Service:
         self.announce(self.current.model)
         if follows(self.uri, self.settings):
             self.follower = Follower(self, self.settings.model_refresh_s)
-            self.following = asyncio.create_task(self.follower.run(), name="follower")
+            self.tasks.append(asyncio.create_task(self.follower.run(), name="follower"))
+        await self.start_shadow()
         # What exists now lives as long as the server: keep the garbage collector from
         # walking through it again and again, which stalls requests under load.
         gc.freeze()
+
+    async def start_shadow(self) -> None:
+        """Start the shadow (SHADOW_ALIAS) of a registered model, and have it follow its alias."""
+        alias, name = self.settings.shadow_alias, self.current.model.name
+        if not alias:
+            return
+        if name is None:
+            log.warning("SHADOW_ALIAS=%s ignored: the served model is not a registered one.", alias)
+            return
+        self.shadow = Shadow(f"{REGISTERED}{name}@{alias}", self.settings, self.metrics)
+        await self.shadow.start()
+        self.tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
+        if self.settings.model_refresh_s > 0:
+            self.shadow_follower = Follower(self.shadow, self.settings.model_refresh_s)
+            self.tasks.append(
+                asyncio.create_task(self.shadow_follower.run(), name="shadow follower")
+            )
+
+    def nudge(self, event: Event) -> bool:
+        """A webhook says an alias moved: check it now if this server follows it."""
+        nudged = False
+        for follower in (self.follower, self.shadow_follower):
+            if follower is not None and event.moves(self.current.model.name, follower.alias):
+                follower.check_now()
+                nudged = True
+        return nudged
 
     async def load(self, model: ServedModel) -> Loaded:
         """Start a process with `model` and wait until it is loaded."""
@@ -102,22 +112,19 @@ class Service:
             model.pinned_uri, live, self.log_settings(model), self.settings.fast_predict,
             tracking_uri(),
         )  # fmt: skip
-        predictor = Predictor(settings)
-        try:
-            await predictor.wait_ready()
-        except BaseException:
-            await asyncio.to_thread(predictor.close)
-            raise
-        return Loaded(model, predictor, live)
+        return Loaded(model, await start_process(settings), live)
 
     async def warm(self, loaded: Loaded) -> None:
-        """Score the model's own input example through the serving path (`serve --check`'s)."""
-        example = await asyncio.to_thread(loaded.model.serving_example)
-        rows = parse(example, "application/json", loaded.model.schema, len(example))
-        [outcome] = await loaded.predictor.predict([("warm-up", rows)])
-        if isinstance(outcome, Exception):
-            version = loaded.model.version
-            raise ModelError(f"Version {version} cannot score its input example: {outcome}")
+        """Score the new model's input example before it serves."""
+        await warm(loaded)
+
+    def current_version(self) -> str | None:
+        """The version serving now."""
+        return self.current.model.version
+
+    def counted(self, outcome: str) -> None:
+        """Count a new version of the alias: swapped in, or refused."""
+        self.metrics.swaps.labels(outcome).inc()
 
     async def discard(self, loaded: Loaded) -> None:
         """Stop a model process that never served (its version failed to warm)."""
@@ -129,8 +136,7 @@ class Service:
         self.retarget_live(new)
         self.metrics.model.labels(*labels(old.model, self.uri)).set(0)
         self.announce(new.model)
-        async with old.turn:
-            await asyncio.to_thread(old.predictor.close)
+        await close_after_turn(old)
 
     def announce(self, model: ServedModel) -> None:
         """Say which model serves, in the log and on /metrics."""
@@ -227,16 +233,20 @@ class Service:
                     self.metrics.observe_predictions(outcome)
         except Exception:  # the predictions are right: only their count is lost
             log.exception("Counting the predictions of a batch failed.")
+        if self.shadow is not None:
+            self.shadow.offer(jobs, outcomes)
         version = current.model.version
         return [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
 
     async def stop(self) -> None:
         """Stop the follower, the batcher, then the model process (every request answered)."""
         self.stopping = True
-        for task in (self.following, self.batching):
+        for task in [*self.tasks, self.batching]:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.shadow is not None:
+            await self.shadow.stop()
         self.current.predictor.close()
         if self.own_dir is not None:
             shutil.rmtree(self.own_dir, ignore_errors=True)

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from ...config import MonitoringConfig, Task, registered_model_uri
 from ...core.profile import PROFILE_PATH, Profile, read_profile
 from ...errors import MonitorError
-from ...runtime.inference_log import PATTERN
+from ...runtime.inference_log import PATTERN, SHADOW_PATTERN
 from ...store import tracking
 from .report import figures, html_report
 from .windows import Result, cut, retraining_verdict, score_window
@@ -70,6 +70,18 @@ def read_log(directory: Path) -> list[dict[str, Any]]:
     if not entries:
         raise MonitorError(f"The inference log in {directory} has no entries yet.")
     return sorted(entries, key=lambda entry: entry["time"])
+
+
+def read_shadow(directory: Path) -> pd.DataFrame | None:
+    """The shadow's predictions (SHADOW_ALIAS), by prediction id; None if it wrote none."""
+    lines = []
+    for path in sorted(directory.rglob(SHADOW_PATTERN)):
+        *complete, _ = path.read_text(encoding="utf-8").split("\n")
+        lines += [json.loads(line) for line in complete if line.strip()]
+    if not lines:
+        return None
+    frame = pd.DataFrame(lines, columns=["id", "shadow_version", "shadow_prediction"])
+    return frame.drop_duplicates("id", keep="last").set_index("id")
 
 
 def read_outcomes(path: Path, ids: set[str]) -> pd.Series:
@@ -130,15 +142,7 @@ def monitor(
     served = [entry for entry in entries if str(entry["version"]) == version]
     model = str(served[-1]["model"])
     profile = reference_profile(model, version)
-    frame = pd.DataFrame(
-        {
-            "id": [entry["id"] for entry in served],
-            "time": pd.to_datetime([entry["time"] for entry in served], utc=True),
-            "prediction": [entry["prediction"] for entry in served],
-        }
-    )
-    features = pd.DataFrame([entry["features"] for entry in served], index=frame.index)
-    frame["actual"] = None
+    frame, features = served_frame(served, log_dir)
     if outcomes is not None:
         actual = read_outcomes(outcomes, {str(entry["id"]) for entry in entries})
         frame["actual"] = frame["id"].map(actual)
@@ -159,6 +163,24 @@ def monitor(
     )
     result.run_id = log_run(client, result, settings)
     return result
+
+
+def served_frame(served: list[dict[str, Any]], log_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The served rows (id, time, prediction, the shadow's if any) and their features."""
+    frame = pd.DataFrame(
+        {
+            "id": [entry["id"] for entry in served],
+            "time": pd.to_datetime([entry["time"] for entry in served], utc=True),
+            "prediction": [entry["prediction"] for entry in served],
+        }
+    )
+    features = pd.DataFrame([entry["features"] for entry in served], index=frame.index)
+    frame["actual"] = None
+    shadow = read_shadow(log_dir)
+    if shadow is not None:
+        frame["shadow"] = frame["id"].map(shadow["shadow_prediction"])
+        frame["shadow_version"] = frame["id"].map(shadow["shadow_version"])
+    return frame, features
 
 
 def metric_key(name: str) -> str:
@@ -216,6 +238,10 @@ def window_metrics(result: Result) -> list[Metric]:
             values["psi/prediction"] = window.prediction_psi
         if window.metric is not None:
             values[result.metric] = window.metric
+        if window.shadow_metric is not None:
+            values[f"shadow/{result.metric}"] = window.shadow_metric
+        if window.shadow_agreement is not None:
+            values["shadow/agreement"] = window.shadow_agreement
         metrics += [Metric(key, float(value), 0, step) for key, value in values.items()]
     return metrics
 

@@ -174,6 +174,39 @@ def row(window: Window, metric: str) -> str:
     )
 
 
+def shadow_table(result: Result) -> str:
+    """The shadow (SHADOW_ALIAS) beside the served model, window by window; empty if none."""
+    windows = [window for window in result.windows if window.shadow_rows]
+    if not windows:
+        return ""
+    # The metric's name tells the task: no name serves both.
+    values = result.metric in GREATER_IS_BETTER["regression"]
+    metric = html.escape(result.metric)
+    comparison = "mean absolute difference" if values else "agreement"
+    heads = ["window", "shadow version", "rows scored by both", f"{metric}, served",
+             f"{metric}, shadow", comparison]  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell}</td>" for cell in shadow_cells(window)) + "</tr>"
+        for window in windows
+    )
+    header = "".join(f"<th>{head}</th>" for head in heads)
+    return (
+        '<h2>The shadow beside the served model</h2><table class="shadow"><thead><tr>'
+        f"{header}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def shadow_cells(window: Window) -> list[str]:
+    """A window's line of the shadow's table."""
+    figures = [window.metric, window.shadow_metric, window.shadow_agreement]
+    return [
+        html.escape(window.label),
+        html.escape(window.shadow_version or ""),
+        str(window.shadow_rows),
+        *("" if figure is None else f"{figure:.3f}" for figure in figures),
+    ]
+
+
 def verdict_kind(result: Result, settings: MonitoringConfig) -> str:
     """The verdict box's class: retrain (red), watch (amber: flagged, not yet enough), fine."""
     if result.retrain:
@@ -220,6 +253,7 @@ PSI is above {settings.severe_drift_threshold:g}, or when the metric is worse by
 <table><thead><tr>{header}</tr></thead><tbody>
 {"".join(row(window, result.metric) for window in result.windows)}
 </tbody></table>
+{shadow_table(result)}
 {pictures}
 </body></html>
 """

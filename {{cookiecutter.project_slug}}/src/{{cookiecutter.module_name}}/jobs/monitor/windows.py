@@ -45,6 +45,13 @@ class Window:
     reasons: list[str] = field(default_factory=list)
     # The reasons severe enough to recommend retraining on their own.
     severe: list[str] = field(default_factory=list)
+    # The shadow (SHADOW_ALIAS) on the same rows: its version, its metric on the same
+    # outcomes, and its agreement with the served model (share of equal labels, or
+    # mean absolute difference of values). None: no shadow scored these rows.
+    shadow_version: str | None = None
+    shadow_rows: int = 0
+    shadow_metric: float | None = None
+    shadow_agreement: float | None = None
 
     @property
     def flagged(self) -> bool:
@@ -173,7 +180,32 @@ def score_window(
         actual, predicted = known["actual"].astype(kind), known["prediction"].astype(kind)
         window.metric = label_metrics(task, actual, predicted, profile["classes"] or [])[metric]
     judge(window, profile["metrics"].get(metric), settings, task)
+    if "shadow" in rows:
+        compare_shadow(window, rows, profile, metric, task)
     return window
+
+
+def compare_shadow(
+    window: Window, rows: pd.DataFrame, profile: Profile, metric: str, task: Task
+) -> None:
+    """The shadow's agreement with the served model, and its metric on the same outcomes."""
+    shadowed = rows.dropna(subset=["shadow"])
+    window.shadow_rows = len(shadowed)
+    if shadowed.empty:
+        return
+    window.shadow_version = str(shadowed["shadow_version"].iloc[-1])
+    kind = str if task == "classification" else float
+    served, shadow = shadowed["prediction"].astype(kind), shadowed["shadow"].astype(kind)
+    if task == "classification":
+        window.shadow_agreement = float((served == shadow).mean())
+    else:
+        window.shadow_agreement = float((served - shadow).abs().mean())
+    known = shadowed.dropna(subset=["actual"])
+    if len(known) >= MIN_OUTCOMES:
+        actual, predicted = known["actual"].astype(kind), known["shadow"].astype(kind)
+        window.shadow_metric = label_metrics(task, actual, predicted, profile["classes"] or [])[
+            metric
+        ]
 
 
 def judge(window: Window, baseline: float | None, settings: MonitoringConfig, task: Task) -> None:
