@@ -228,7 +228,7 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
 
     servers = [
         "this project", "  monitoring off", "  fast path off", "  pinned", "  follows, 1 s checks",
-        "mlflow models serve", "echo (HTTP floor)",
+        "  with a shadow", "mlflow models serve", "echo (HTTP floor)",
     ]  # fmt: skip
     row = re.compile(rf"^({'|'.join(map(re.escape, servers))}) +(\d+) +([\d.]+) ", re.MULTILINE)
     rates = {(name, connections): float(rate) for name, connections, rate in row.findall(output)}
@@ -237,6 +237,7 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
     assert "x the throughput of mlflow models serve" in output
     assert "monitoring on keeps" in output
     assert "following the registry (a check every second) keeps" in output
+    assert "a shadow scoring every row keeps" in output
     assert "x the throughput of scikit-learn's predict" in output
     ways = ["MLflow pyfunc predict", "scikit-learn predict", "fast path"]
     in_process = re.compile(rf"^({'|'.join(ways)}) +[\d.]+/[\d.]+ ", re.MULTILINE)

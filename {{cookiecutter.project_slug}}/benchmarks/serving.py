@@ -6,7 +6,9 @@ single-row request at 1 and at 16 connections; this project's server runs once m
 with monitoring off (MONITORING=false), to show what live drift costs, once with
 scikit-learn's own predict instead of the fast path (FAST_PREDICT=false), and once
 pinned to its version (MODEL_REFRESH_S=0) against following its alias with a registry
-check every second, to show what following the registry costs. A bare ASGI
+check every second, to show what following the registry costs, and with a shadow
+(SHADOW_ALIAS=champion: the same version scores every row again, off the response
+path), to show what shadow scoring costs. A bare ASGI
 app that only echoes the body, under the same uvicorn, shows the HTTP floor of the
 machine. The table gives requests per second, median and 99th-percentile latency, and
 the ratios; a second table the in-process predict of 1 and 16 rows: MLflow's pyfunc,
@@ -182,6 +184,7 @@ def main() -> None:
         "  fast path off": ours,
         "  pinned": ours,
         "  follows, 1 s checks": ours,
+        "  with a shadow": ours,
         "mlflow models serve": [
             "mlflow",
             "models",
@@ -210,6 +213,7 @@ def main() -> None:
             "  fast path off": {"FAST_PREDICT": "false"},
             "  pinned": {"MODEL_REFRESH_S": "0"},
             "  follows, 1 s checks": {"MODEL_REFRESH_S": "1"},
+            "  with a shadow": {"SHADOW_ALIAS": "champion"},
         }.get(name, {})
         with running(command, port, work / f"{port}.log", env):
             results[name] = {c: load(port, c, seconds, body, script) for c in CONNECTIONS}
@@ -223,7 +227,7 @@ def main() -> None:
                 f"{name:<22}{connections:>6}{figures['rps']:>10.1f}"
                 f"{figures['p50']:>10.2f}{figures['p99']:>10.2f}"
             )
-    ours, unmonitored, slow, pinned, following, theirs, floor = results.values()
+    ours, unmonitored, slow, pinned, following, shadowed, theirs, floor = results.values()
     busy = max(CONNECTIONS)
     print()
     print(f"{'in process (ms, before/after the servers)':<44}{'1 row':>14}{'16 rows':>14}")
@@ -255,6 +259,11 @@ def main() -> None:
         f"following the registry (a check every second) keeps "
         f"{following[busy]['rps'] / pinned[busy]['rps']:.2f}x of the pinned throughput at "
         f"{busy} connections, {following[busy]['p99'] / pinned[busy]['p99']:.2f}x its p99"
+    )
+    print(
+        f"a shadow scoring every row keeps {shadowed[busy]['rps'] / ours[busy]['rps']:.2f}x of "
+        f"the throughput at {busy} connections, {shadowed[busy]['p99'] / ours[busy]['p99']:.2f}x "
+        f"its p99"
     )
 
 
