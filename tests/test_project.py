@@ -333,8 +333,10 @@ def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) ->
 
 
 # PromQL words that are not metric names, in the project's rules and dashboard.
-PROMQL_WORDS = {"sum", "max", "min", "by", "on", "and", "rate", "increase", "histogram_quantile"}
-LABELS = {"job", "instance", "route", "status", "le", "feature", "method"}
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "by", "on", "and", "rate", "increase", "histogram_quantile",
+}  # fmt: skip
+LABELS = {"job", "instance", "route", "status", "le", "feature", "method", "version", "outcome"}
 
 
 def metric_names(expression: str) -> set[str]:
@@ -367,12 +369,12 @@ def post_rows(url: str, columns: list[str], rows: list[list[str]]) -> str:
 def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
     project: Path, tmp_path: Path
 ) -> None:
-    """`make serve` with an inference log, `make monitor`, and its report in headless Chromium."""
+    """`make serve` with an inference log and a shadow (the champion's own version: every
+    metric is served), `make monitor`, and its report in headless Chromium."""
     require_tier("project", which("node", "chromium"))
     log_dir, artifacts = tmp_path / "inference", TEMPLATE / ".test-artifacts"
-    serving = Background(
-        ["make", "serve", "PORT={port}"], project, clean_env(INFERENCE_LOG_DIR=str(log_dir)), tmp_path / "log"
-    )
+    env = clean_env(INFERENCE_LOG_DIR=str(log_dir), SHADOW_ALIAS="champion")
+    serving = Background(["make", "serve", "PORT={port}"], project, env, tmp_path / "log")
     columns, body = sample(project, 400)
     lines = (project / "config.toml").read_text().splitlines()
     target = next(line.split('"')[1] for line in lines if line.startswith("target ="))
@@ -401,6 +403,8 @@ def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
     unknown = set().union(*map(metric_names, expressions)) - served_metric_names(metrics)
     assert not unknown, f"rules or dashboard read metrics the server does not serve: {sorted(unknown)}"
     assert "monitoring_window_rows 400.0" in metrics
+    assert "shadow_rows_total 400.0" in metrics
+    assert "shadow_dropped_total 0.0" in metrics
 
     output = run(["make", "monitor", f"LOG={log_dir}", f"OUTCOMES={outcomes}"], project)
 
@@ -424,3 +428,11 @@ def test_monitoring_from_the_served_traffic_to_a_report_that_opens_in_a_browser(
     assert re.fullmatch(r"\w+ of (\d) of \1 windows, from 400 outcomes", metric), quality
     assert predictions.startswith("Prediction drift: a PSI above 0.2 in 0 of "), quality
     assert screenshot.stat().st_size > 10_000
+    # The shadow is the champion's own version: it agrees on every row.
+    shadow = re.search(r'<table class="shadow">.*?</table>', report.read_text(), re.DOTALL)
+    assert shadow is not None
+    lines = [re.findall(r"<td>(.*?)</td>", line) for line in re.findall(r"<tr>(.*?)</tr>", shadow[0])]
+    lines = [cells for cells in lines if cells]  # the header's cells are <th>
+    assert {cells[1] for cells in lines} == {"1"}
+    assert sum(int(cells[2]) for cells in lines) == 400
+    assert {cells[-1] for cells in lines} <= {"1.000", "0.000"}

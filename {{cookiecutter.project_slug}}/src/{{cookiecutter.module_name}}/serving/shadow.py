@@ -54,22 +54,30 @@ class Agreement(Collector):
         self.seen.append((time.monotonic(), len(ours), int((ours == theirs).sum()), delta, numeric))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The window's agreement (labels) or mean absolute difference (values)."""
+        """The window's agreement (labels) or mean absolute difference (values).
+
+        Both families are declared; the one that does not apply, or a window with no
+        rows, has no sample.
+        """
         start = time.monotonic() - self.window_s
         while self.seen and self.seen[0][0] < start:
             self.seen.popleft()
-        rows = sum(entry[1] for entry in self.seen)
-        if not rows:
-            return
         window = f"the last {self.window_s:g} s"
-        if self.seen[-1][4]:
-            delta = sum(entry[3] for entry in self.seen) / rows
-            help_text = f"Mean absolute difference of the shadow's predictions in {window}."
-            yield GaugeMetricFamily("shadow_mean_abs_delta", help_text, value=delta)
-        else:
-            agreeing = sum(entry[2] for entry in self.seen) / rows
-            help_text = f"Share of rows where the shadow predicts the same label in {window}."
-            yield GaugeMetricFamily("shadow_agreement_ratio", help_text, value=agreeing)
+        agreement = GaugeMetricFamily(
+            "shadow_agreement_ratio",
+            f"Share of rows where the shadow predicts the same label in {window}.",
+        )
+        delta = GaugeMetricFamily(
+            "shadow_mean_abs_delta",
+            f"Mean absolute difference of the shadow's predicted values in {window}.",
+        )
+        rows = sum(entry[1] for entry in self.seen)
+        if rows and self.seen[-1][4]:
+            delta.add_metric([], sum(entry[3] for entry in self.seen) / rows)
+        elif rows:
+            agreement.add_metric([], sum(entry[2] for entry in self.seen) / rows)
+        yield agreement
+        yield delta
 
 
 class Shadow:
