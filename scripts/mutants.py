@@ -201,10 +201,11 @@ def caught(mutant: Mutant, template: Path, log: Path) -> bool:
 
         project = Path(cookiecutter(str(template), no_input=True, output_dir=str(template.parent / "bake")))
         uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
-        # A mutant that breaks the install is caught by it.
+        # An install that fails says nothing about the mutant (no mutant of the catalogue
+        # touches the dependencies): the machine cannot install, and the run stops.
         if subprocess.run([uv, "sync", "--locked", "--quiet"], cwd=project, stdout=output, stderr=output,
                           env=env).returncode != 0:  # fmt: skip
-            return True
+            raise SystemExit(f"{mutant.name}: the bake did not install (not a test failure): see {log}")
         command = [uv, "run", "--locked", "pytest", "-q", "-x", *mutant.tests]
         return tests_fail(command, project, output, env, log)
 
