@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import mlflow
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from mlflow.exceptions import MlflowException
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -68,15 +68,12 @@ def create_app(model_uri: str | None = None, settings: ServingConfig | None = No
     # For tests and debugging: the routes use `service` directly.
     app.state.service = service
     app.add_exception_handler(Exception, unexpected)
-    routers = [
-        status_routes(service, metrics),
-        scoring_routes(service, settings),
-        webhook_routes(service, settings),
-    ]
-    for router in routers:
-        app.include_router(router)
+    # Routes straight on the app: an included APIRouter adds a dispatch per request.
+    add_status_routes(app, service, metrics)
+    add_scoring_routes(app, service, settings)
+    add_webhook_routes(app, service, settings)
     # Metrics label requests by route: these paths, and "other" for the rest.
-    routes = [getattr(route, "path", "") for router in routers for route in router.routes]
+    routes = [getattr(route, "path", "") for route in app.routes]
     app.add_middleware(Observe, metrics=metrics, routes=routes, log_name=f"{__package__}.access")
     return app
 
@@ -87,9 +84,8 @@ async def unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response("Internal error: the server log has the details.", 500)
 
 
-def status_routes(service: Service, metrics: Metrics) -> APIRouter:
+def add_status_routes(router: FastAPI, service: Service, metrics: Metrics) -> None:
     """Health as MLflow and orchestrators ask for it, the served model, the metrics."""
-    router = APIRouter()
 
     @router.get("/health")
     async def health() -> JSONResponse:
@@ -127,12 +123,9 @@ def status_routes(service: Service, metrics: Metrics) -> APIRouter:
         metrics.ready.set(0 if service.health() else 1)
         return Response(metrics.expose(), media_type=CONTENT_TYPE_LATEST)
 
-    return router
 
-
-def scoring_routes(service: Service, settings: ServingConfig) -> APIRouter:
+def add_scoring_routes(router: FastAPI, service: Service, settings: ServingConfig) -> None:
     """`/invocations`: MLflow's scoring protocol."""
-    router = APIRouter()
 
     @router.post("/invocations", openapi_extra={"requestBody": OPENAPI_BODY})
     async def invocations(request: Request) -> Response:
@@ -153,12 +146,9 @@ def scoring_routes(service: Service, settings: ServingConfig) -> APIRouter:
         response.headers[MODEL_VERSION_HEADER] = scored.version or ""
         return response
 
-    return router
 
-
-def webhook_routes(service: Service, settings: ServingConfig) -> APIRouter:
+def add_webhook_routes(router: FastAPI, service: Service, settings: ServingConfig) -> None:
     """`/webhooks/mlflow`: MLflow's registry says an alias moved (`webhooks.py`)."""
-    router = APIRouter()
 
     @router.post("/webhooks/mlflow", include_in_schema=False)
     async def mlflow_webhook(request: Request) -> JSONResponse:
@@ -175,8 +165,6 @@ def webhook_routes(service: Service, settings: ServingConfig) -> APIRouter:
         if not service.nudge(event):
             return JSONResponse({"status": "ignored"})
         return JSONResponse({"status": "checking"})
-
-    return router
 
 
 def refusal(exc: Exception, timeout_s: float) -> JSONResponse:
