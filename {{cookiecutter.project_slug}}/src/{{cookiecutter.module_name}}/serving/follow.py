@@ -12,10 +12,11 @@ Each worker and each replica follows by itself: there is nothing to coordinate.
 import asyncio
 import contextlib
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..runtime.model import REGISTERED, ServedModel, describe_model
 from ..settings import ServingConfig
+from .loaded import Loaded, discard, warm
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,12 @@ class Swappable(Protocol):
         """Count a new version of the alias: "swapped" in, or "refused"."""
         ...
 
-    async def load(self, model: ServedModel) -> Any:
+    async def load(self, model: ServedModel) -> Loaded:
         """Start a process with `model`."""
         ...
 
-    async def warm(self, loaded: Any) -> None:
-        """Score the loaded model's input example; raise if it cannot."""
-        ...
-
-    async def swap(self, loaded: Any) -> None:
+    async def swap(self, loaded: Loaded) -> None:
         """Serve the loaded model from the next batch on."""
-        ...
-
-    async def discard(self, loaded: Any) -> None:
-        """Stop a loaded model that will not serve."""
         ...
 
 
@@ -100,9 +93,9 @@ class Follower:
             self.refuse(named.version, error)
             return
         try:
-            await self.service.warm(loaded)
+            await warm(loaded)
         except Exception as error:
-            await self.service.discard(loaded)
+            await discard(loaded)
             self.refuse(named.version, error)
             return
         self.refused = None

@@ -5,8 +5,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ModelError
+from ..runtime.inference_log import LogSettings
 from ..runtime.live import LiveSettings
 from ..runtime.model import ServedModel
+from ..settings import ServingConfig
 from .model_process import WARM_UP, ModelSettings
 from .predictor import Predictor
 from .protocol import parse
@@ -50,6 +52,25 @@ async def warm(loaded: Loaded) -> None:
     if isinstance(outcome, Exception):
         version = loaded.model.version
         raise ModelError(f"Version {version} cannot score its input example: {outcome}")
+
+
+async def discard(loaded: Loaded) -> None:
+    """Stop a model process that never served (its version failed to warm)."""
+    await asyncio.to_thread(loaded.predictor.close)
+
+
+def log_settings(
+    settings: ServingConfig, model: ServedModel, unnamed: str, shadow: bool = False
+) -> LogSettings | None:
+    """The inference log of a model process, if INFERENCE_LOG_DIR is set.
+
+    `unnamed` names a model that is not a registered one (its URI).
+    """
+    if settings.inference_log_dir is None:
+        return None
+    budget = int(settings.inference_log_max_mb * 1024 * 1024)
+    name, version = model.name or unnamed, model.version or ""
+    return LogSettings(settings.inference_log_dir, budget, name, version, shadow=shadow)
 
 
 async def close_after_turn(loaded: Loaded) -> None:

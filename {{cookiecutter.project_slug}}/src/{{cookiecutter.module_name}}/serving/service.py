@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..runtime.inference_log import LogSettings
 from ..runtime.live import LiveDrift, LiveSettings
 from ..runtime.model import REGISTERED, ServedModel, describe_model
 from ..runtime.model_input import Rows
@@ -25,7 +24,7 @@ from ..settings import ServingConfig, tracking_uri
 from ..store.tracking import use_tracking_store
 from .batching import Batcher
 from .follow import Follower, follows
-from .loaded import Loaded, Scored, close_after_turn, start_process, warm
+from .loaded import Loaded, Scored, close_after_turn, log_settings, start_process
 from .model_process import ModelSettings
 from .observability import Metrics
 from .protocol import IdentifiedRows, parse
@@ -88,13 +87,16 @@ class Service:
             log.warning("SHADOW_ALIAS=%s ignored: the served model is not a registered one.", alias)
             return
         self.shadow = Shadow(f"{REGISTERED}{name}@{alias}", self.settings, self.metrics)
-        await self.shadow.start()
+        # The shadow's first version is found as any later one: by its follower.
+        follower = Follower(self.shadow, self.settings.model_refresh_s)
+        try:
+            await follower.check()
+        except Exception as error:  # no such alias yet (no challenger): it stays idle
+            log.warning("The shadow %s does not score yet: %s", self.shadow.uri, error)
         self.tasks.append(asyncio.create_task(self.shadow.run(), name="shadow"))
         if self.settings.model_refresh_s > 0:
-            self.shadow_follower = Follower(self.shadow, self.settings.model_refresh_s)
-            self.tasks.append(
-                asyncio.create_task(self.shadow_follower.run(), name="shadow follower")
-            )
+            self.shadow_follower = follower
+            self.tasks.append(asyncio.create_task(follower.run(), name="shadow follower"))
 
     def nudge(self, event: Event) -> bool:
         """A webhook says an alias moved: check it now if this server follows it."""
@@ -108,15 +110,11 @@ class Service:
     async def load(self, model: ServedModel) -> Loaded:
         """Start a process with `model` and wait until it is loaded."""
         live = await asyncio.to_thread(self.live_settings, model)
+        inference_log = log_settings(self.settings, model, self.uri)
         settings = ModelSettings(
-            model.pinned_uri, live, self.log_settings(model), self.settings.fast_predict,
-            tracking_uri(),
-        )  # fmt: skip
+            model.pinned_uri, live, inference_log, self.settings.fast_predict, tracking_uri()
+        )
         return Loaded(model, await start_process(settings), live)
-
-    async def warm(self, loaded: Loaded) -> None:
-        """Score the new model's input example before it serves."""
-        await warm(loaded)
 
     def current_version(self) -> str | None:
         """The version serving now."""
@@ -125,10 +123,6 @@ class Service:
     def counted(self, outcome: str) -> None:
         """Count a new version of the alias: swapped in, or refused."""
         self.metrics.swaps.labels(outcome).inc()
-
-    async def discard(self, loaded: Loaded) -> None:
-        """Stop a model process that never served (its version failed to warm)."""
-        await asyncio.to_thread(loaded.predictor.close)
 
     async def swap(self, new: Loaded) -> None:
         """Serve `new` from the next batch on; close the old one after its batch in flight."""
@@ -171,17 +165,6 @@ class Service:
             self.metrics.add(self.live)
         else:
             self.live.follow(live.profile, live.directory)
-
-    def log_settings(self, model: ServedModel) -> LogSettings | None:
-        """The inference log, if INFERENCE_LOG_DIR is set."""
-        if self.settings.inference_log_dir is None:
-            return None
-        return LogSettings(
-            self.settings.inference_log_dir,
-            int(self.settings.inference_log_max_mb * 1024 * 1024),
-            model.name or self.uri,
-            model.version or "",
-        )
 
     def start_batching(self) -> None:
         """Run the batcher; if it ever stops while the server runs, start it again."""

@@ -22,10 +22,9 @@ import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..runtime.inference_log import LogSettings
-from ..runtime.model import ServedModel, describe_model
+from ..runtime.model import ServedModel
 from ..settings import ServingConfig, tracking_uri
-from .loaded import Loaded, close_after_turn, start_process, warm
+from .loaded import Loaded, close_after_turn, log_settings, start_process
 from .model_process import ModelSettings
 from .observability import Metrics
 from .protocol import IdentifiedRows
@@ -90,41 +89,17 @@ class Shadow:
         self.agreement = Agreement(settings.drift_window_s)
         metrics.add(self.agreement)
 
-    async def start(self) -> None:
-        """Load the version the alias names now; none yet (no challenger) leaves it idle."""
-        try:
-            model = await asyncio.to_thread(describe_model, self.uri)
-            loaded = await self.load(model)
-            await warm(loaded)
-        except Exception as error:
-            log.warning("The shadow %s does not score yet: %s", self.uri, error)
-            return
-        self.current = loaded
-        log.info("Shadow: %s (version %s).", self.uri, model.version)
-
     def current_version(self) -> str | None:
         """The shadow's version now."""
         return None if self.current is None else self.current.model.version
 
     async def load(self, model: ServedModel) -> Loaded:
         """A model process for the shadow: no live drift, its own inference log files."""
+        inference_log = log_settings(self.settings, model, self.uri, shadow=True)
         settings = ModelSettings(
-            model.pinned_uri, None, self.log_settings(model), self.settings.fast_predict,
-            tracking_uri(),
-        )  # fmt: skip
+            model.pinned_uri, None, inference_log, self.settings.fast_predict, tracking_uri()
+        )
         return Loaded(model, await start_process(settings), None)
-
-    def log_settings(self, model: ServedModel) -> LogSettings | None:
-        """The shadow's inference log files, beside the served model's (if there are any)."""
-        if self.settings.inference_log_dir is None:
-            return None
-        budget = int(self.settings.inference_log_max_mb * 1024 * 1024)
-        name, version = model.name or self.uri, model.version or ""
-        return LogSettings(self.settings.inference_log_dir, budget, name, version, shadow=True)
-
-    async def warm(self, loaded: Loaded) -> None:
-        """Score the new shadow's input example before it scores traffic."""
-        await warm(loaded)
 
     async def swap(self, loaded: Loaded) -> None:
         """Score with `loaded` from now on."""
@@ -132,10 +107,6 @@ class Shadow:
         log.info("Shadow: %s (version %s).", self.uri, loaded.model.version)
         if old is not None:
             await close_after_turn(old)
-
-    async def discard(self, loaded: Loaded) -> None:
-        """Stop a model process that never scored."""
-        await asyncio.to_thread(loaded.predictor.close)
 
     def counted(self, outcome: str) -> None:
         """A new version of the shadow's alias: said in the log (the served model is counted)."""
