@@ -118,15 +118,15 @@ CATALOGUE = [
            '("residual_vs_predicted", "residuals.png")', '("residual_vs_predicted", "residual.png")',
            "project", ("tests/test_training.py", "-k", "plots")),
     # A rule at its edge: exactly `flagged` of `of` windows recommends retraining.
-    Mutant("retrain-one-more", "generated code", f"{MODULE}/jobs/monitor/monitor.py",
+    Mutant("retrain-one-more", "generated code", f"{MODULE}/jobs/monitor/windows.py",
            "retrain = flagged >= settings.flagged", "retrain = flagged > settings.flagged",
            "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
     # A severe window alone recommends retraining: a collapse in the first hour is no "wait".
-    Mutant("severe-ignored", "generated code", f"{MODULE}/jobs/monitor/monitor.py",
+    Mutant("severe-ignored", "generated code", f"{MODULE}/jobs/monitor/windows.py",
            "retrain = flagged >= settings.flagged or bool(severe)", "retrain = flagged >= settings.flagged",
            "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
     # ... but only on enough outcomes to be sure of it.
-    Mutant("severe-on-few-outcomes", "generated code", f"{MODULE}/jobs/monitor/monitor.py",
+    Mutant("severe-on-few-outcomes", "generated code", f"{MODULE}/jobs/monitor/windows.py",
            "window.outcomes >= SEVERE_OUTCOMES and", "window.outcomes >= MIN_OUTCOMES and",
            "project", ("tests/test_monitoring.py", "-k", "retraining_is_recommended")),
     # What the logged model carries, read back: its pinned requirements.
@@ -140,7 +140,7 @@ CATALOGUE = [
            "project", ("tests/test_layers.py",)),
     # Following the registry: a new version is served only once it scored its example.
     Mutant("swap-unwarmed", "generated code", f"{MODULE}/serving/follow.py",
-           "            await self.service.warm(loaded)\n", "            pass\n",
+           "            await warm(loaded)\n", "            pass\n",
            "project", ("tests/test_follow.py", "-k", "never_served")),
     # A new version's warm-up is not traffic: neither logged nor counted in live drift.
     Mutant("warm-up-logged", "generated code", f"{MODULE}/serving/model_process.py",
@@ -155,6 +155,22 @@ CATALOGUE = [
            'error_response("Internal error: the server log has the details.", 500)',
            'error_response(f"Internal error: {exc}", 500)',
            "project", ("tests/test_serving.py", "-k", "unexpected_error")),
+    # A rollout: a canary that fails a request is answered by the champion.
+    Mutant("canary-failure-answered", "generated code", f"{MODULE}/serving/canary.py",
+           "                continue\n            if not isinstance(champion[index], Exception):",
+           "                answers[index] = outcome\n                continue\n"
+           "            if not isinstance(champion[index], Exception):",
+           "project", ("tests/test_rollout.py", "-k", "partly_failing")),
+    # A guardrail at its edge: exactly min_agreement passes.
+    Mutant("agreement-edge", "generated code", f"{MODULE}/jobs/rollout/guardrails.py",
+           "step.agreement < rules.min_agreement",
+           "step.agreement <= rules.min_agreement",
+           "project", ("tests/test_rollout.py", "-k", "threshold")),
+    # Which requests go to the canary depends on their ids alone, alike on every server.
+    Mutant("canary-random-split", "generated code", f"{MODULE}/serving/canary.py",
+           "return zlib.crc32(request_id.encode()) % SHARE_SCALE < round(share * SHARE_SCALE)",
+           "return hash(request_id) % SHARE_SCALE < round(share * SHARE_SCALE)",
+           "project", ("tests/test_rollout.py", "-k", "same_on_every_server")),
 ]  # fmt: skip
 
 

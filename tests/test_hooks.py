@@ -4,7 +4,9 @@ Static tier. A bake renders the hooks with Jinja, which only fills in the contex
 here the same substitution, then the functions are called for many answers at once.
 """
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -90,3 +92,25 @@ def test_the_post_hook_removes_exactly_the_files_of_the_other_ci_providers() -> 
     for provider, files in FILES_BY_CI.items():
         removed_by = {Path(path) for path in listed.get(("ci_provider", provider), [])}
         assert all(any(p == r or r in p.parents for r in removed_by) for p in map(Path, files))
+
+
+def load_mutants() -> ModuleType:
+    """scripts/mutants.py, as `make mutants` runs it."""
+    spec = importlib.util.spec_from_file_location("mutants", TEMPLATE / "scripts" / "mutants.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutants"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_mutant_changes_text_the_template_has_once_and_names_tests_that_exist() -> None:
+    """A mutant whose text moved away would stop `make mutants`: caught here, without a bake."""
+    mutants = load_mutants()
+    for mutant in mutants.CATALOGUE:
+        text = (TEMPLATE / mutant.path).read_text()
+        assert text.count(mutant.old) == 1, f"{mutant.name}: its text is not in {mutant.path} once"
+        root = TEMPLATE if mutant.where == "template" else TEMPLATE / mutants.PROJECT
+        files = [arg.split("::")[0] for arg in mutant.tests if arg.startswith("tests/")]
+        assert files, mutant.name
+        assert all((root / name).is_file() for name in files), f"{mutant.name}: {files}"

@@ -336,7 +336,9 @@ def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) ->
 PROMQL_WORDS = {
     "sum", "max", "min", "avg", "count", "by", "on", "and", "rate", "increase", "histogram_quantile",
 }  # fmt: skip
-LABELS = {"job", "instance", "route", "status", "le", "feature", "method", "version", "outcome"}
+LABELS = {
+    "job", "instance", "route", "status", "le", "feature", "method", "version", "outcome", "role",
+}  # fmt: skip
 
 
 def metric_names(expression: str) -> set[str]:

@@ -6,7 +6,14 @@ other test that depends on the task runs on this project's own. Each task has a 
 a dataset and a first training of its own.
 """
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -14,7 +21,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.module_name }}.config import ENV_PREFIX, Config, Task, load_config
+from {{ cookiecutter.module_name }}.config import (
+    ENV_PREFIX,
+    PROJECT_SLUG,
+    Config,
+    Task,
+    load_config,
+)
 from {{ cookiecutter.module_name }}.jobs.train import train
 from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
@@ -146,3 +159,50 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory, task: Task) -> Iter
 def trained(tracking_store: str, config: Config) -> TrainResult:
     """The first training of the session: version 1, champion."""
     return train(config)
+
+
+SERVE = [sys.executable, "-m", "{{ cookiecutter.module_name }}", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start `serve` in a process of its own; yield it and its port once it is healthy."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SERVE, "--port", str(port)],
+            env={**os.environ, "MODEL_URI": f"models:/{PROJECT_SLUG}@champion", **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not healthy(port):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+        yield process, port
+    finally:
+        # SIGTERM, as a supervisor does: with several workers, SIGKILL to the parent alone
+        # would leave the workers (and their model processes) running.
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

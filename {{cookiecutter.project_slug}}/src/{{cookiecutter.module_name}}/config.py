@@ -1,5 +1,7 @@
 """Configuration: one typed object, read once from `config.toml`, then the environment."""
 
+import itertools
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -212,8 +214,64 @@ class BatchConfig(Section):
     chunk_rows: int = Field(default=100_000, gt=0)
 
 
+# A duration as `rollout` takes it: "90" or "90s", "500ms", "2min", "1h".
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
+UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float:
+    """Seconds in a duration ("90", "90s", "500ms", "2min", "1h"); ConfigError if it is none."""
+    match = DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"{text!r} is not a duration: write 90s, 500ms, 2min or 1h.")
+    return float(match[1]) * UNIT_SECONDS[match[2] or "s"]
+
+
+class RolloutConfig(Section):
+    """`rollout`: the canary's steps, and the guardrails it must pass at each."""
+
+    # Percent of the requests the canary answers, step by step; the last is 100.
+    steps: list[float] = [5, 25, 50, 100]
+    # How long each step lasts before the guardrails judge it.
+    interval: str = "60s"
+    # How long the servers may take to load the canary and apply a new share.
+    settle_timeout: str = "2min"
+    # Canary requests a step needs to be judged: fewer, and the rollout stops.
+    min_requests: int = Field(default=50, ge=1)
+    # The canary's share of failed requests may exceed the champion's by this much.
+    max_error_increase: float = Field(default=0.01, ge=0, le=1)
+    # Its p99 batch time fails when above both this multiple of the champion's...
+    max_latency_ratio: float = Field(default=1.5, ge=1)
+    # ...and the champion's plus this margin (which keeps noise on fast models out).
+    latency_margin_ms: float = Field(default=10.0, ge=0)
+    # Classification: the least share of rows where it predicts the champion's label.
+    min_agreement: float = Field(default=0.9, ge=0, le=1)
+    # Regression: the largest sum |canary - champion| / sum |champion| over those rows.
+    max_relative_delta: float = Field(default=0.2, ge=0)
+    # The largest PSI of its predictions against the champion's on the same rows.
+    max_prediction_psi: float = Field(default=0.2, gt=0)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        if not steps or steps[-1] != 100 or any(not 0 < step <= 100 for step in steps):
+            raise ValueError(f"steps {steps} must be percents above 0, the last 100")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"steps {steps} must rise")
+        return steps
+
+    @field_validator("interval", "settle_timeout")
+    @classmethod
+    def _duration(cls, text: str) -> str:
+        try:
+            duration_s(text)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return text
+
+
 class Config(BaseSettings):
-    """Every parameter of training, promotion, tuning, batch scoring and monitoring."""
+    """Every parameter of training, promotion, tuning, batch scoring, monitoring and rollout."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -229,6 +287,7 @@ class Config(BaseSettings):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="after")
     def _promotion_metric(self) -> "Config":

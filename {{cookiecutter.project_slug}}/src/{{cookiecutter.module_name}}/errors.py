@@ -52,6 +52,10 @@ class MonitorError(ProjectError):
     """An inference log or an outcomes file cannot be judged as given."""
 
 
+class RolloutError(ProjectError):
+    """A rollout cannot start or go on (no servers to read, a rollout under way, ...)."""
+
+
 class BatchJobError(ProjectError):
     """A batch job cannot run as asked. Nothing was written."""
 

@@ -41,6 +41,10 @@ class Locations(BaseSettings):
     java_home: Path | None = None
     # prometheus_client reads it itself: set, the workers share their metrics in files.
     prometheus_multiproc_dir: Path | None = None
+    # Where `rollout` reads the servers' metrics: their base URLs, comma-separated
+    # (each /metrics), or a Prometheus that scrapes them all.
+    serving_urls: str = ""
+    prometheus_url: str | None = None
 
 
 def locations() -> Locations:

@@ -1,15 +1,23 @@
-"""The model's life: `train`, `tune`, `evaluate`, `reproduce`, `promote`, `export-model`."""
+"""The model's life: train, tune, evaluate, reproduce, promote, rollout, export-model."""
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..config import (
     PROJECT_SLUG,
+    load_config,
     registered_model_uri,
 )
-from .common import data_options, read_config, user_errors
+from .common import (
+    config_option,
+    data_options,
+    interrupts_as_keyboard_interrupt,
+    read_config,
+    user_errors,
+)
 
 
 @click.command()
@@ -145,6 +153,71 @@ def promote(version: str | None, rollback: bool) -> None:
     click.echo(f"{PROJECT_SLUG} version {version} is now @champion.")
 
 
+@click.command()
+@config_option
+@click.option("--version", "version", help="The version to roll out.")
+@click.option(
+    "--steps", help="Percents of the requests, step by step, the last 100. [default: rollout.steps]"
+)
+@click.option("--interval", help="How long each step lasts: 90s, 2min. [default: rollout.interval]")
+@click.option("--abort", is_flag=True, help="End a rollout left under way (its process killed).")
+def rollout(
+    config_path: Path, version: str | None, steps: str | None, interval: str | None, abort: bool
+) -> None:
+    """Roll a version out as a canary; promote it, or roll it back on the servers' evidence.
+
+    Servers following the registry give it a growing share of the requests; after each
+    step the guardrails of [rollout] judge it against the champion on the same traffic
+    (read from $SERVING_URLS or $PROMETHEUS_URL). Exit status 0: promoted; 3: rolled
+    back (the champion unchanged); 1: an error. Ctrl-C stops the canary's traffic.
+    """
+    from ..jobs.rollout.rollout import ROLLED_BACK_EXIT_STATUS, Step, abort_rollout
+    from ..jobs.rollout.rollout import rollout as run_rollout
+
+    if bool(version) == abort:
+        raise click.UsageError("Pass exactly one of --version N and --abort.")
+    with user_errors():
+        if abort:
+            ended = abort_rollout()
+            click.echo(f"Version {ended}'s rollout ended." if ended else "No rollout under way.")
+            return
+        config = load_config(config_path, **rollout_overrides(steps, interval))
+
+        def report(step: Step) -> None:
+            said = "; ".join(step.breaches) or "every guardrail held"
+            figures = json.dumps(step.figures.as_metrics())
+            click.echo(f"{step.share * 100:>5.0f} %  {figures}  {said}")
+
+        assert version is not None
+        try:
+            # A scheduler's SIGTERM stops it as Ctrl-C does: the canary's traffic first.
+            with interrupts_as_keyboard_interrupt():
+                result = run_rollout(version, config.rollout, config.task, report=report)
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                f"Interrupted: version {version} gets no more requests; the champion is unchanged."
+            ) from None
+    click.echo(f"MLflow run {result.run_id}.")
+    if not result.promoted:
+        click.echo(f"Version {version} rolled back {result.reason}.")
+        click.echo(f"Version {result.champion} stays @champion.")
+        raise SystemExit(ROLLED_BACK_EXIT_STATUS)
+    click.echo(f"{PROJECT_SLUG} version {version} is now @champion: {result.reason}.")
+
+
+def rollout_overrides(steps: str | None, interval: str | None) -> dict[str, Any]:
+    """The command's options as configuration overrides of [rollout]."""
+    section: dict[str, Any] = {}
+    if steps:
+        try:
+            section["steps"] = [float(step) for step in steps.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"{steps!r}: write percents, e.g. 5,25,50,100") from None
+    if interval:
+        section["interval"] = interval
+    return {"rollout": section} if section else {}
+
+
 @click.command("export-model")
 @click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
 def export_model(destination: Path) -> None:
@@ -156,4 +229,4 @@ def export_model(destination: Path) -> None:
     click.echo(champion.version)
 
 
-COMMANDS = [train, tune, evaluate, reproduce, rebuild, promote, export_model]
+COMMANDS = [train, tune, evaluate, reproduce, rebuild, promote, rollout, export_model]

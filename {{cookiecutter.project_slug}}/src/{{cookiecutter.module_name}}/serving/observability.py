@@ -88,6 +88,7 @@ class Metrics:
             registry=self.registry,
         )
         self.declare_shadow()
+        self.declare_rollout()
         self.swaps = Counter(
             "model_swaps",
             "New versions of the followed alias: swapped in, or refused (failed to load or warm).",
@@ -116,6 +117,70 @@ class Metrics:
             "shadow_batch_duration_seconds",
             "Time the shadow took to score a batch, off the response path.",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def declare_rollout(self) -> None:
+        """What `rollout` reads: each model's requests and batch times, and the canary's comparison.
+
+        The champion scores every request, the canary's too (to compare them, and to
+        answer if the canary fails): counters, so that `rollout` can sum them over servers
+        and take their increase over a step.
+        """
+        self.role_requests = Counter(
+            "model_requests",
+            'Requests scored, by role ("champion": the served model; "canary") and outcome.',
+            ["role", "outcome"],
+            registry=self.registry,
+        )
+        self.role_latency = Histogram(
+            "model_batch_duration_seconds",
+            "Time a model process took to score a batch, by role.",
+            ["role"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.canary_share = Gauge(
+            "canary_share",
+            "The share of requests the canary version answers here (0: no rollout).",
+            ["version"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+        self.canary_ends = Counter(
+            "canary_ends",
+            "Rollouts that ended while this server followed them: promoted, rolled back, ended.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.declare_canary_comparison()
+
+    def declare_canary_comparison(self) -> None:
+        """The canary's predictions against the champion's on the same rows."""
+        self.canary_compared = Counter(
+            "canary_compared_rows",
+            "Rows both the canary and the champion scored.",
+            registry=self.registry,
+        )
+        self.canary_agreeing = Counter(
+            "canary_agreeing_rows",
+            "Compared rows where both predict the same label.",
+            registry=self.registry,
+        )
+        self.canary_abs_delta = Counter(
+            "canary_abs_delta",
+            "Sum of |canary - champion| over the compared rows (values).",
+            registry=self.registry,
+        )
+        self.canary_abs_champion = Counter(
+            "canary_abs_champion",
+            "Sum of |champion| over the compared rows (values).",
+            registry=self.registry,
+        )
+        self.canary_predictions = Counter(
+            "canary_predictions",
+            "Predictions on the compared rows by role and bin: the label, or a value bucket.",
+            ["role", "bin"],
             registry=self.registry,
         )
 

@@ -6,7 +6,9 @@ process of its own (`predictor.py`, `model_process.py`). `Service` holds these p
 for the server's lifetime; the HTTP routes (`app.py`) and `serve --check` both go
 through `Service.parse` and `Service.predict`, so the check runs what a request runs.
 A server started on a registry alias follows it (`follow.py`): a new version is
-loaded and warmed in a process of its own, then swapped in between two batches.
+loaded and warmed in a process of its own, then swapped in between two batches. Such
+a server also follows a rollout's canary (`canary.py`), which answers a share of the
+requests.
 """
 
 import asyncio
@@ -14,6 +16,7 @@ import gc
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from ..runtime.model_input import Rows
 from ..settings import ServingConfig, tracking_uri
 from ..store.tracking import use_tracking_store
 from .batching import Batcher
+from .canary import Canary, routed
 from .follow import Follower, follows
 from .loaded import Loaded, Scored, close_after_turn, log_settings, start_process
 from .model_process import ModelSettings
@@ -30,6 +34,9 @@ from .observability import Metrics
 from .protocol import IdentifiedRows, parse
 from .shadow import Shadow
 from .webhooks import Event
+
+# The roles of the models a request may meet, as `model_requests_total` labels them.
+CHAMPION, CANARY_ROLE = "champion", "canary"
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ class Service:
         self.follower: Follower | None = None
         self.shadow: Shadow | None = None
         self.shadow_follower: Follower | None = None
+        self.canary: Canary | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.stopping = False
         self.live: LiveDrift | None = None
@@ -73,6 +81,7 @@ class Service:
         if follows(self.uri, self.settings):
             self.follower = Follower(self, self.settings.model_refresh_s)
             self.tasks.append(asyncio.create_task(self.follower.run(), name="follower"))
+            await self.start_canary()
         await self.start_shadow()
         # What exists now lives as long as the server: keep the garbage collector from
         # walking through it again and again, which stalls requests under load.
@@ -98,13 +107,29 @@ class Service:
             self.shadow_follower = follower
             self.tasks.append(asyncio.create_task(follower.run(), name="shadow follower"))
 
+    async def start_canary(self) -> None:
+        """Follow the rollouts of the served model: its canary, if one is under way."""
+        name = self.current.model.name
+        if name is None:
+            return
+        self.canary = Canary(name, self.settings, self.metrics)
+        try:
+            await self.canary.follower.check()
+        except Exception:  # the registry is down: the next check will tell
+            log.exception("Checking for a canary of %s failed.", name)
+        self.tasks.append(asyncio.create_task(self.canary.follower.run(), name="canary"))
+
     def nudge(self, event: Event) -> bool:
-        """A webhook says an alias moved: check it now if this server follows it."""
+        """A webhook says an alias or the canary's share moved: check it now if followed here."""
+        name = self.current.model.name
         nudged = False
         for follower in (self.follower, self.shadow_follower):
-            if follower is not None and event.moves(self.current.model.name, follower.alias):
+            if follower is not None and event.moves(name, follower.alias):
                 follower.check_now()
                 nudged = True
+        if self.canary is not None and event.concerns_rollout(name):
+            self.canary.follower.check_now()
+            nudged = True
         return nudged
 
     async def load(self, model: ServedModel) -> Loaded:
@@ -205,10 +230,52 @@ class Service:
         return scored
 
     async def predict_batch(self, jobs: list[IdentifiedRows]) -> list[Any]:
-        """Predict a batch in the model's process, count what comes back, name its version."""
+        """Predict a batch in the model's process, count what comes back, name its version.
+
+        During a rollout, the canary scores its share of the requests beside the champion
+        and answers them, unless it fails.
+        """
         current = self.current
-        async with current.turn:
-            outcomes = await current.predictor.predict(jobs)
+        canary = None if self.canary is None else self.canary.serving()
+        chosen = []
+        if canary is not None and self.canary is not None:
+            share = self.canary.share
+            chosen = [i for i, (request_id, _) in enumerate(jobs) if routed(request_id, share)]
+        if canary is not None and chosen:
+            outcomes, tried = await asyncio.gather(
+                self.score_as(CHAMPION, current, jobs),
+                self.score_as(CANARY_ROLE, canary, [jobs[i] for i in chosen]),
+            )
+        else:
+            outcomes = await self.score_as(CHAMPION, current, jobs)
+        self.count(jobs, outcomes)
+        version = current.model.version
+        answers = [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
+        if canary is not None and chosen and self.canary is not None:
+            self.canary.answer(answers, chosen, outcomes, tried)
+        return answers
+
+    async def score_as(self, role: str, loaded: Loaded, jobs: list[IdentifiedRows]) -> list[Any]:
+        """Score the jobs with one model; time and count them under its role.
+
+        A canary's process that is gone fails its jobs (the champion answers them).
+        """
+        started = time.perf_counter()
+        try:
+            async with loaded.turn:
+                outcomes = await loaded.predictor.predict(jobs)
+        except Exception as error:
+            if role == CHAMPION:
+                raise
+            outcomes = [error] * len(jobs)
+        self.metrics.role_latency.labels(role).observe(time.perf_counter() - started)
+        failed = sum(isinstance(outcome, Exception) for outcome in outcomes)
+        self.metrics.role_requests.labels(role, "failed").inc(failed)
+        self.metrics.role_requests.labels(role, "ok").inc(len(outcomes) - failed)
+        return outcomes
+
+    def count(self, jobs: list[IdentifiedRows], outcomes: list[Any]) -> None:
+        """Count the served model's predictions; offer them to the shadow."""
         try:
             self.metrics.batch_rows.observe(sum(len(rows) for _, rows in jobs))
             for outcome in outcomes:
@@ -218,8 +285,6 @@ class Service:
             log.exception("Counting the predictions of a batch failed.")
         if self.shadow is not None:
             self.shadow.offer(jobs, outcomes)
-        version = current.model.version
-        return [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
 
     async def stop(self) -> None:
         """Stop the follower, the batcher, then the model process (every request answered)."""
@@ -230,6 +295,8 @@ class Service:
                 await asyncio.gather(task, return_exceptions=True)
         if self.shadow is not None:
             await self.shadow.stop()
+        if self.canary is not None:
+            await self.canary.stop()
         self.current.predictor.close()
         if self.own_dir is not None:
             shutil.rmtree(self.own_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProjectError
+from ..store.canary import CANARY, SHARE_TAG
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
@@ -48,6 +49,12 @@ class Event:
             and self.data.get("name") == name
             and self.data.get("alias") == alias
         )
+
+    def concerns_rollout(self, name: str | None) -> bool:
+        """Whether the event moves the canary alias of model `name`, or its share."""
+        if self.entity == "model_version_tag":
+            return self.data.get("name") == name and self.data.get("key") == SHARE_TAG
+        return self.moves(name, CANARY)
 
 
 def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
