@@ -164,7 +164,7 @@ def test_both_servers_answer_every_case_of_mlflows_tests_alike(
     example_file = project / "mlartifacts" / "models" / model_id / "artifacts" / "serving_input_example.json"
     example = json.loads(example_file.read_text())["dataframe_split"]
     columns, rows = example["columns"], example["data"]
-    cases = [*catalogue.cases(columns, rows), catalogue.parquet(columns, rows)]
+    cases = [*catalogue.cases(columns, rows), *catalogue.parquet(columns, rows)]
 
     wrong = []
     for case in cases:

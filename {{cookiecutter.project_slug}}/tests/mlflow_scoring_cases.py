@@ -64,14 +64,27 @@ def numeric_column(columns: list[str], rows: list[list[Any]]) -> str | None:
     return None
 
 
-def tensor_error_code(columns: list[str], rows: list[list[Any]]) -> str:
-    """MLflow's code for rows given as lists: it casts every value to the first column's type.
+def text_column(columns: list[str], rows: list[list[Any]]) -> str | None:
+    """A column whose example values are all text (missing ones aside), if there is one."""
+    for index, column in enumerate(columns):
+        values = [row[index] for row in rows if row[index] is not None]
+        if values and all(isinstance(v, str) for v in values):
+            return column
+    return None
 
-    A word in a table whose first column is numeric fails that cast (BAD_REQUEST);
-    otherwise the cast works and the schema finds none of the model's columns.
+
+def tensor_error_code(
+    columns: list[str], rows: list[list[Any]], sent: list[Any] | None = None
+) -> str:
+    """MLflow's code for values without names: it casts each to the first column's type.
+
+    A word (among the values `sent`, the example's own by default) where the first
+    column is numeric fails that cast (BAD_REQUEST); otherwise the cast works and the
+    schema finds none of the model's columns.
     """
     first_is_numeric = numeric_column(columns[:1], [row[:1] for row in rows]) is not None
-    words = any(isinstance(value, str) for row in rows for value in row)
+    values = [value for row in rows for value in row] if sent is None else sent
+    words = any(isinstance(value, str) for value in values)
     return "BAD_REQUEST" if first_is_numeric and words else "INVALID_PARAMETER_VALUE"
 
 
@@ -432,6 +445,242 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
             400,
             error_code="INVALID_PARAMETER_VALUE",
         ),
+        # Issue 28: the shapes MLflow 3.17.2 parses beside those above.
+        Case(
+            "instances as columns",
+            JSON,
+            dumps({"instances": {c: [r[c] for r in records] for c in columns}}),
+            200,
+            scored,
+        ),
+        Case(
+            # MLflow's instances parser compares the lengths of the model's required
+            # columns (here every column has a length of its own).
+            "instances: columns of different lengths",
+            JSON,
+            dumps(
+                {
+                    "instances": {
+                        c: [rows[j % len(rows)][i] for j in range(i + 1)]
+                        for i, c in enumerate(columns)
+                    }
+                }
+            ),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "inputs as lists of values",
+            JSON,
+            dumps({"inputs": rows}),
+            400,
+            error_code=tensor_error_code(columns, rows),
+        ),
+        Case(
+            "inputs as one list of values",
+            JSON,
+            dumps({"inputs": rows[0]}),
+            400,
+            error_code=tensor_error_code(columns, rows[:1]),
+        ),
+        Case(
+            "instances as one list of values",
+            JSON,
+            dumps({"instances": rows[0]}),
+            400,
+            error_code=tensor_error_code(columns, rows[:1]),
+        ),
+        Case(
+            "inputs as a number",
+            JSON,
+            dumps({"inputs": 1}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "instances as a number",
+            JSON,
+            dumps({"instances": 1}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "inputs as a word",
+            JSON,
+            dumps({"inputs": "x"}),
+            400,
+            error_code=tensor_error_code(columns, rows, ["x"]),
+        ),
+        Case(
+            "instances: a record then a list",
+            JSON,
+            dumps({"instances": [records[0], rows[1]]}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            # pandas numbers the columns of rows given as lists: none is the model's.
+            "dataframe_records as lists of values",
+            JSON,
+            dumps({"dataframe_records": rows}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "dataframe_records as a number",
+            JSON,
+            dumps({"dataframe_records": 1}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "dataframe_records: a row without a column",
+            JSON,
+            dumps(
+                {
+                    "dataframe_records": [
+                        records[0],
+                        {k: v for k, v in records[1].items() if k != columns[0]},
+                    ]
+                }
+            ),
+            200,
+            (records[0], {k: v for k, v in records[1].items() if k != columns[0]}),
+        ),
+        Case(
+            "dataframe_split without data",
+            JSON,
+            dumps({"dataframe_split": {"columns": columns}}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "dataframe_split with an unknown key",
+            JSON,
+            dumps({"dataframe_split": {**split, "dtypes": {}}}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "dataframe_split: rows shorter than the columns",
+            JSON,
+            dumps({"dataframe_split": {"columns": columns, "data": [r[:-1] for r in rows]}}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "dataframe_split as a string",
+            JSON,
+            dumps({"dataframe_split": "x"}),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "a list as a column name",
+            JSON,
+            dumps(
+                {"dataframe_split": {"columns": [*columns, ["x"]], "data": [[*r, 1] for r in rows]}}
+            ),
+            500,
+            ours=400,
+            why="MLflow's server fails (500) on a column name pandas cannot hash; "
+            "this one says the names must be text.",
+        ),
+        Case(
+            "a key given twice (the last one counts)",
+            JSON,
+            b'{"dataframe_records": [], "dataframe_records": ' + dumps(records) + b"}",
+            200,
+            scored,
+        ),
+        Case("params null", JSON, dumps({"dataframe_split": split, "params": None}), 200, scored),
+        Case("params alone", JSON, dumps({"params": {"a": 1}}), 400, error_code="BAD_REQUEST"),
+        Case("an empty body", JSON, b"", 400, error_code="BAD_REQUEST"),
+        Case("null", JSON, b"null", 400, error_code="BAD_REQUEST"),
+        Case("true", JSON, b"true", 400, error_code="BAD_REQUEST"),
+        Case(
+            "JSON that is not UTF-8",
+            JSON,
+            b'{"dataframe_records": "\xff"}',
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "JSON in UTF-16",
+            JSON,
+            json.dumps({"dataframe_records": records}).encode("utf-16"),
+            200,
+            scored,
+        ),
+        Case(
+            "spaces around the media type",
+            f" {JSON} ; charset=utf-8 ",
+            dumps({"dataframe_records": records}),
+            200,
+            scored,
+        ),
+        Case(
+            "charset without a value",
+            f"{JSON}; charset",
+            dumps({"dataframe_records": records}),
+            415,
+        ),
+        Case(
+            "charset=utf-8 twice",
+            f"{JSON}; charset=utf-8; charset=utf-8",
+            dumps({"dataframe_records": records}),
+            200,
+            scored,
+        ),
+        Case("multipart/form-data", "multipart/form-data; boundary=x", b"--x--", 415),
+        Case("text/plain", "text/plain", dumps({"dataframe_records": records}), 415),
+        Case(
+            "a chat request beside the data",
+            JSON,
+            dumps({"messages": [], "dataframe_split": split}),
+            400,
+            error_code="INVALID_PARAMETER_VALUE",
+        ),
+        Case(
+            "signature_name beside instances",
+            JSON,
+            dumps({"instances": records, "signature_name": "x"}),
+            200,
+            scored,
+        ),
+        Case("CSV that is not UTF-8", CSV, csv + b"\xff\xfe\n", 400, error_code="BAD_REQUEST"),
+        Case(
+            "CSV: a header only",
+            CSV,
+            frame.iloc[:0].to_csv(index=False).encode(),
+            400,
+            error_code="BAD_REQUEST",
+        ),
+        Case(
+            "CSV: an extra column",
+            CSV,
+            frame.assign(**{"unused extra": 1}).to_csv(index=False).encode(),
+            200,
+            scored,
+        ),
+        Case("CSV with the index (pandas' to_csv)", CSV, frame.to_csv().encode(), 200, scored),
+        Case(
+            "CSV: a row of its first value alone",
+            CSV,
+            csv + pd.DataFrame([rows[0][:1]]).to_csv(header=False, index=False).encode(),
+            200,
+            (*scored, {columns[0]: rows[0][0]}),
+        ),
+        Case("CSV, charset=latin-1", f"{CSV}; charset=latin-1", csv, 415),
+        Case("CSV, a trailing semicolon", f"{CSV};", csv, 415),
+        Case("CSV, Charset in capitals", f"{CSV}; Charset=utf-8", csv, 415),
+        Case(
+            "malformed Parquet",
+            "application/vnd.apache.parquet",
+            b"not parquet",
+            400,
+            error_code="BAD_REQUEST",
+        ),
         Case(
             "no content type",
             None,
@@ -470,13 +719,143 @@ def cases(columns: list[str], rows: list[list[Any]]) -> list[Case]:
                 200,
                 tuple(change(lambda v: None)),
             ),
+            # Issue 28: the shapes MLflow 3.17.2 parses beside those above.
+            Case(
+                "a word in a numeric column (instances)",
+                JSON,
+                dumps({"instances": change(lambda v: "abc")}),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "a word in a numeric column (inputs)",
+                JSON,
+                dumps({"inputs": change(lambda v: "abc")[0]}),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "a word in a numeric column (dataframe_split)",
+                JSON,
+                dumps(
+                    {
+                        "dataframe_split": {
+                            "columns": columns,
+                            "data": [list(r.values()) for r in change(lambda v: "abc")],
+                        }
+                    }
+                ),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "a word in a numeric column (CSV)",
+                CSV,
+                frame.iloc[:1].assign(**{number: "abc"}).to_csv(index=False).encode(),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "an object in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: {"a": 1})}),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "a list in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: [1, 2])}),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "a boolean in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: True)}),
+                200,
+                tuple(change(lambda v: True)),
+            ),
+            Case(
+                "NaN in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: float("nan"))}),
+                200,
+                tuple(change(lambda v: float("nan"))),
+            ),
+            Case(
+                "Infinity in a numeric column",
+                JSON,
+                dumps({"dataframe_records": change(lambda v: float("inf"))}),
+                400,
+                error_code="BAD_REQUEST",
+            ),
+            Case(
+                "CSV: a missing number",
+                CSV,
+                frame.assign(**{number: None}).to_csv(index=False).encode(),
+                200,
+                tuple({**record, number: None} for record in scored),
+            ),
+            Case(
+                # MLflow's cast of the column works; its schema check fails on it.
+                "dataframe_split: a numeric column given twice",
+                JSON,
+                dumps(
+                    {
+                        "dataframe_split": {
+                            "columns": [*columns, number],
+                            "data": [[*r, r[columns.index(number)]] for r in rows],
+                        }
+                    }
+                ),
+                400,
+                error_code="INVALID_PARAMETER_VALUE",
+            ),
+        ]
+    text = text_column(columns, rows)
+    if text is not None:
+        found += [
+            Case(
+                "a number in a text column",
+                JSON,
+                dumps({"dataframe_records": [{**record, text: 5} for record in one]}),
+                200,
+                tuple({**record, text: 5} for record in one),
+            ),
+            Case(
+                # MLflow's cast of a text column fails on a column given twice.
+                "dataframe_split: a text column given twice",
+                JSON,
+                dumps(
+                    {
+                        "dataframe_split": {
+                            "columns": [*columns, text],
+                            "data": [[*r, r[columns.index(text)]] for r in rows],
+                        }
+                    }
+                ),
+                400,
+                error_code="BAD_REQUEST",
+            ),
         ]
     return found
 
 
-def parquet(columns: list[str], rows: list[list[Any]]) -> Case:
-    """A Parquet body (MLflow reads it with pyarrow, which the serving image leaves out)."""
+def parquet(columns: list[str], rows: list[list[Any]]) -> list[Case]:
+    """Parquet bodies (MLflow reads them with pyarrow, which the serving image leaves out)."""
     records = [dict(zip(columns, row, strict=True)) for row in rows]
     body = io.BytesIO()
     pd.DataFrame(records, columns=columns).to_parquet(body)
-    return Case("Parquet", "application/vnd.apache.parquet", body.getvalue(), 200, tuple(records))
+    media = "application/vnd.apache.parquet"
+    return [
+        Case("Parquet", media, body.getvalue(), 200, tuple(records)),
+        # MLflow reads a charset parameter of any content type, and UTF-8 is allowed.
+        Case(
+            "Parquet, charset=utf-8",
+            f"{media}; charset=utf-8",
+            body.getvalue(),
+            200,
+            tuple(records),
+        ),
+    ]

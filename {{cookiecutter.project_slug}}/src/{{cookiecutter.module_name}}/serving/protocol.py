@@ -10,6 +10,8 @@ https://mlflow.org/docs/latest/ml/deployment/deploy-model-locally/#local-inferen
 
 import io
 import json
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
@@ -22,6 +24,7 @@ from mlflow.pyfunc.scoring_server import (
     predictions_to_json,
 )
 from mlflow.types import Schema
+from mlflow.types.schema import Array
 from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
 
 from ..errors import PayloadError
@@ -68,7 +71,7 @@ OPENAPI_BODY = {
 IdentifiedRows = tuple[str, Rows]
 
 
-def as_records(payload: dict[str, Any]) -> dict[str, Any]:
+def as_records(payload: dict[str, Any], schema: Schema | None) -> dict[str, Any]:
     """Rewrite table-shaped `instances` and `inputs` as `dataframe_records`.
 
     MLflow parses those two keys as tensors, which turns a missing string value
@@ -85,7 +88,7 @@ def as_records(payload: dict[str, Any]) -> dict[str, Any]:
             raise PayloadError("The rows of 'instances' must all have the same columns.")
         rows = data
     elif isinstance(data, dict) and data and all(map(is_column_or_value, data.values())):
-        rows = column_rows(key, data)
+        rows = column_rows(key, data, schema)
     else:
         return payload
     if any(isinstance(value, list | dict) for row in rows for value in row.values()):
@@ -102,24 +105,58 @@ def is_column_or_value(value: Any) -> bool:
     return value is None or isinstance(value, list | str | int | float | bool)
 
 
-def column_rows(key: str, columns: dict[str, Any]) -> Rows:
+def column_rows(key: str, columns: dict[str, Any], schema: Schema | None) -> Rows:
     """The rows of columns: lists of one length, or single values repeated down every row.
 
     MLflow builds its frame from them the same way (`pd.DataFrame`), so a payload of
-    single values alone is one row.
+    single values alone is one row. Columns of different lengths are refused as MLflow
+    refuses them: its parser of `instances` checks the lengths of the model's required
+    columns (a bad request, `parse_instances_data`); other columns, and those of
+    `inputs`, fail when its schema check cannot build a frame of them.
     """
-    lengths = {len(column) for column in columns.values() if isinstance(column, list)}
-    if len(lengths) > 1:
+    lengths = {name: len(column) for name, column in columns.items() if isinstance(column, list)}
+    if len(set(lengths.values())) > 1:
+        checked = lengths.keys() & required_columns(schema, lengths)
+        parsing = key == "instances" and len({lengths[name] for name in checked}) > 1
         raise PayloadError(
             f"The columns of {key!r} must all have the same number of values.",
-            code="INVALID_PARAMETER_VALUE",
+            code="BAD_REQUEST" if parsing else "INVALID_PARAMETER_VALUE",
         )
-    count = lengths.pop() if lengths else 1
+    count = set(lengths.values()).pop() if lengths else 1
     lists = [value if isinstance(value, list) else [value] * count for value in columns.values()]
     return [dict(zip(columns, values, strict=True)) for values in zip(*lists, strict=True)]
 
 
-def split_rows(split: Any) -> Rows:
+def required_columns(schema: Schema | None, columns: Iterable[str]) -> set[str]:
+    """The columns whose lengths MLflow's `instances` parser compares.
+
+    The signature's required columns but arrays (all `columns` for a model without
+    named inputs).
+    """
+    if schema is None or not schema.has_input_names():
+        return set(columns)
+    return {
+        str(spec.name)
+        for spec in schema.inputs
+        if spec.required and not isinstance(spec.type, Array)
+    }
+
+
+def record_rows(records: Any, schema: Schema | None) -> Rows:
+    """The rows of a `dataframe_records` payload: [{column: value}, ...]."""
+    if isinstance(records, list) and all(isinstance(row, dict) for row in records):
+        return records
+    # As MLflow: what pandas cannot make a frame of is a bad request (raised here);
+    # rows of lists or single values make a frame of numbered columns, none the model's.
+    dataframe_from_parsed_json(records, pandas_orient="records", schema=schema)  # type: ignore[no-untyped-call]
+    raise PayloadError(
+        "`dataframe_records` must be a list of {column: value} objects: "
+        "rows of values without names name none of the model's inputs.",
+        code="INVALID_PARAMETER_VALUE",
+    )
+
+
+def split_rows(split: Any, schema: Schema | None) -> Rows:
     """The rows of a `dataframe_split` payload: {"columns": [...], "data": [[...], ...]}."""
     if isinstance(split, dict) and "data" in split and "columns" not in split:
         # As MLflow: a frame it cannot build is a bad request (raised here); one it
@@ -145,6 +182,20 @@ def split_rows(split: Any) -> Rows:
                 f"Row {number} of `dataframe_split` must be a list of {len(columns)} values, "
                 "one per column."
             )
+    if any(isinstance(column, list | dict) for column in columns):
+        # MLflow's server fails (500): pandas cannot hash such a name.
+        raise PayloadError("The names in `columns` of `dataframe_split` must be text.")
+    inputs = set(schema.input_names()) if schema is not None and schema.has_input_names() else set()
+    names = Counter(column for column in columns if isinstance(column, str) and column in inputs)
+    if twice := sorted(name for name, count in names.items() if count > 1):
+        # As MLflow: its parser casts the model's columns and fails on a column of text
+        # given twice (a bad request, raised here); its schema check then fails on any
+        # of the model's columns given twice. Other columns given twice are ignored.
+        dataframe_from_parsed_json(split, pandas_orient="split", schema=schema)  # type: ignore[no-untyped-call]
+        raise PayloadError(
+            f"Columns of the model given more than once in `dataframe_split`: {twice}.",
+            code="INVALID_PARAMETER_VALUE",
+        )
     return [dict(zip(columns, row, strict=True)) for row in data]
 
 
@@ -171,14 +222,11 @@ def parse_json(body: bytes, schema: Schema | None) -> Rows:
     if formats[0] != "dataframe_split" and payload[formats[0]] in ([], {}):
         # MLflow finds no column in it, and says the model misses its inputs.
         raise PayloadError("The payload has no rows to predict.", code="INVALID_PARAMETER_VALUE")
-    payload = as_records({formats[0]: payload[formats[0]]})
+    payload = as_records({formats[0]: payload[formats[0]]}, schema)
     if "dataframe_split" in payload:
-        return split_rows(payload["dataframe_split"])
+        return split_rows(payload["dataframe_split"], schema)
     if "dataframe_records" in payload:
-        rows = payload["dataframe_records"]
-        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-            raise PayloadError("`dataframe_records` must be a list of {column: value} objects.")
-        return rows
+        return record_rows(payload["dataframe_records"], schema)
     # A tensor: MLflow's parser, which needs the schema to make a table of it.
     frame = infer_and_parse_data(payload, schema=schema)  # type: ignore[arg-type]
     if not isinstance(frame, pd.DataFrame):
