@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..settings import locations
+from ..store.canary import CANARY_ROLE, CHAMPION_ROLE
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -153,6 +154,15 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Each role's series, looked up once: they are counted on every batch.
+        self.role_series = {
+            role: (
+                self.role_latency.labels(role),
+                self.role_requests.labels(role, "ok"),
+                self.role_requests.labels(role, "failed"),
+            )
+            for role in (CHAMPION_ROLE, CANARY_ROLE)
+        }
         self.declare_canary_comparison()
 
     def declare_canary_comparison(self) -> None:
@@ -183,6 +193,14 @@ class Metrics:
             ["role", "bin"],
             registry=self.registry,
         )
+
+    def observe_role(self, role: str, seconds: float, failed: int, requests: int) -> None:
+        """Count a batch one model scored: its time, its requests that succeeded and failed."""
+        latency, succeeded, failures = self.role_series[role]
+        latency.observe(seconds)
+        succeeded.inc(requests - failed)
+        if failed:
+            failures.inc(failed)
 
     def observe_predictions(self, predictions: Any) -> None:
         """Count the predictions: by class for labels, in a histogram for numbers."""

@@ -24,6 +24,7 @@ from ..runtime.live import LiveDrift, LiveSettings
 from ..runtime.model import REGISTERED, ServedModel, describe_model
 from ..runtime.model_input import Rows
 from ..settings import ServingConfig, tracking_uri
+from ..store.canary import CANARY_ROLE, CHAMPION_ROLE
 from ..store.tracking import use_tracking_store
 from .batching import Batcher
 from .canary import Canary, routed
@@ -34,9 +35,6 @@ from .observability import Metrics
 from .protocol import IdentifiedRows, parse
 from .shadow import Shadow
 from .webhooks import Event
-
-# The roles of the models a request may meet, as `model_requests_total` labels them.
-CHAMPION, CANARY_ROLE = "champion", "canary"
 
 log = logging.getLogger(__name__)
 
@@ -243,11 +241,11 @@ class Service:
             chosen = [i for i, (request_id, _) in enumerate(jobs) if routed(request_id, share)]
         if canary is not None and chosen:
             outcomes, tried = await asyncio.gather(
-                self.score_as(CHAMPION, current, jobs),
+                self.score_as(CHAMPION_ROLE, current, jobs),
                 self.score_as(CANARY_ROLE, canary, [jobs[i] for i in chosen]),
             )
         else:
-            outcomes = await self.score_as(CHAMPION, current, jobs)
+            outcomes = await self.score_as(CHAMPION_ROLE, current, jobs)
         self.count(jobs, outcomes)
         version = current.model.version
         answers = [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
@@ -265,13 +263,11 @@ class Service:
             async with loaded.turn:
                 outcomes = await loaded.predictor.predict(jobs)
         except Exception as error:
-            if role == CHAMPION:
+            if role == CHAMPION_ROLE:
                 raise
             outcomes = [error] * len(jobs)
-        self.metrics.role_latency.labels(role).observe(time.perf_counter() - started)
         failed = sum(isinstance(outcome, Exception) for outcome in outcomes)
-        self.metrics.role_requests.labels(role, "failed").inc(failed)
-        self.metrics.role_requests.labels(role, "ok").inc(len(outcomes) - failed)
+        self.metrics.observe_role(role, time.perf_counter() - started, failed, len(outcomes))
         return outcomes
 
     def count(self, jobs: list[IdentifiedRows], outcomes: list[Any]) -> None:

@@ -18,6 +18,9 @@ CANARY = "canary"
 SHARE_TAG = "rollout_share"
 # The tag a finished rollout leaves on its version: how it ended, why, and its run.
 ROLLOUT_TAG = "rollout"
+# The roles of the models a request meets during a rollout, as the servers' metrics
+# label them (`model_requests_total{role=...}`) and `rollout` reads them.
+CHAMPION_ROLE, CANARY_ROLE = "champion", "canary"
 # The words ROLLOUT_TAG starts with: a server counts each end by them.
 PROMOTED, ROLLED_BACK = "promoted", "rolled back"
 

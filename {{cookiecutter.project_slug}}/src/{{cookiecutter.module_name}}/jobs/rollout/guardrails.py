@@ -12,9 +12,8 @@ import numpy as np
 
 from ...config import RolloutConfig, Task
 from ...core.drift import psi
+from ...store.canary import CANARY_ROLE, CHAMPION_ROLE
 from .readings import Key
-
-CHAMPION, CANARY = "champion", "canary"
 
 
 @dataclass(frozen=True)
@@ -82,22 +81,22 @@ def p99(growth: dict[Key, float], role: str) -> float | None:
 
 def prediction_psi(growth: dict[Key, float]) -> float | None:
     """PSI of the canary's predictions against the champion's, bin by bin."""
-    by_role: dict[str, dict[str, float]] = {CHAMPION: {}, CANARY: {}}
+    by_role: dict[str, dict[str, float]] = {CHAMPION_ROLE: {}, CANARY_ROLE: {}}
     for (name, labels), value in growth.items():
         if name == "canary_predictions_total" and labels[0] in by_role:
             by_role[labels[0]][labels[1]] = value
-    bins = sorted(set(by_role[CHAMPION]) | set(by_role[CANARY]))
-    champion = np.array([by_role[CHAMPION].get(b, 0.0) for b in bins])
+    bins = sorted(set(by_role[CHAMPION_ROLE]) | set(by_role[CANARY_ROLE]))
+    champion = np.array([by_role[CHAMPION_ROLE].get(b, 0.0) for b in bins])
     if not bins or champion.sum() == 0:
         return None
-    canary = np.array([by_role[CANARY].get(b, 0.0) for b in bins])
+    canary = np.array([by_role[CANARY_ROLE].get(b, 0.0) for b in bins])
     return psi(canary, list(champion / champion.sum()))
 
 
 def figures(growth: dict[Key, float]) -> Figures:
     """The step's figures from what its counters grew by."""
-    canary_requests, canary_errors = error_ratio(growth, CANARY)
-    _, champion_errors = error_ratio(growth, CHAMPION)
+    canary_requests, canary_errors = error_ratio(growth, CANARY_ROLE)
+    _, champion_errors = error_ratio(growth, CHAMPION_ROLE)
     compared = counted(growth, "canary_compared_rows_total")
     magnitude = counted(growth, "canary_abs_champion_total")
     delta = counted(growth, "canary_abs_delta_total")
@@ -106,8 +105,8 @@ def figures(growth: dict[Key, float]) -> Figures:
         canary_requests=canary_requests,
         canary_error_ratio=canary_errors,
         champion_error_ratio=champion_errors,
-        canary_p99_s=p99(growth, CANARY),
-        champion_p99_s=p99(growth, CHAMPION),
+        canary_p99_s=p99(growth, CANARY_ROLE),
+        champion_p99_s=p99(growth, CHAMPION_ROLE),
         agreement=counted(growth, "canary_agreeing_rows_total") / compared
         if compared and not numeric
         else None,
