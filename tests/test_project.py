@@ -152,7 +152,6 @@ def mlflow_server(project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     serving.stop()
 
 
-@DEFAULTS_ONLY
 def test_both_servers_answer_every_case_of_mlflows_tests_alike(
     project: Path, server: str, mlflow_server: str
 ) -> None:
@@ -207,7 +206,6 @@ def test_server_names_a_missing_column(project: Path, server: str) -> None:
     assert columns[0] in answer["message"]
 
 
-@DEFAULTS_ONLY
 def test_locustfile_load_tests_the_server_without_failures(
     project: Path, server: str, tmp_path: Path
 ) -> None:
@@ -245,10 +243,12 @@ def test_make_bench_compares_the_server_with_mlflow_models_serve(project: Path) 
 
 
 @pytest.mark.parametrize("project", ["regression"], indirect=True)
-def test_spark_and_dvc_run_on_the_python_of_the_other_bake(project: Path) -> None:
+def test_the_integration_layer_runs_on_the_python_of_the_other_bake(project: Path) -> None:
     """What the fast layer of the regression bake leaves out and its Python (3.13) changes:
-    Spark's batch engine (pyspark and its JVM) and `reproduce`'s git and DVC chain."""
-    suites = ["tests/test_batch.py", "tests/test_reproduce.py"]
+    Spark's batch engine (pyspark and its JVM), `reproduce`'s git and DVC chain, and the
+    server as a process of its own (workers, signals, crash recovery) serving its model."""
+    suites = ["tests/test_batch.py", "tests/test_reproduce.py", "tests/test_server.py"]
+    suites += ["tests/test_serving.py"]
 
     output = run(["uv", "run", "--locked", "pytest", "-m", "integration", *suites], project, timeout=1800)
 
@@ -324,7 +324,6 @@ def test_the_pre_hook_refuses_every_import_name_of_the_projects_dependencies(pro
     assert imported <= listed, f"add to DEPENDENCY_MODULES: {sorted(imported - listed)}"
 
 
-@DEFAULTS_ONLY
 def test_pre_commit_passes_on_a_fresh_bake_and_changes_nothing(project: Path) -> None:
     """Every hook installs from PyPI; the committed bake is already clean."""
     run(["uv", "run", "--locked", "pre-commit", "run", "--all-files", "--show-diff-on-failure"], project)
