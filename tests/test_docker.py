@@ -136,22 +136,45 @@ def test_image_serves_exactly_the_models_predictions(project: Path, container: t
     assert answer["predictions"] == json.loads(local.stdout.strip().splitlines()[-1])
 
 
+# Version 1's labels as the registry and its run give them, read in the project itself.
+REGISTRY_LABELS = """
+import json
+from mlflow import MlflowClient
+client = MlflowClient()
+name = client.search_registered_models()[0].name
+version = client.get_model_version(name, "1")
+tags = client.get_run(version.run_id).data.tags
+print(json.dumps({
+    "org.mlflow.model.name": name, "org.mlflow.model.version": "1",
+    "org.mlflow.run.id": version.run_id, "org.mlflow.run.git_commit": tags["git_commit"],
+    "org.mlflow.run.data_sha256": tags["data_sha256"],
+    "org.mlflow.run.data_dvc_md5": tags.get("data_dvc_md5", ""),
+    "org.mlpipe.template.version": tags["template_version"],
+}))
+"""
+
+
 def test_image_reports_the_baked_model_and_labels(
     project: Path, image: str, container: tuple[str, str]
 ) -> None:
     version = http(f"{container[1]}/model")[1]
     labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", image))
     head = run(["git", "rev-parse", "HEAD"], project).strip()
+    store = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}")
+    read = ["uv", "run", "--locked", "python", "-c", REGISTRY_LABELS]
+    registered = json.loads(run(read, project, store).strip().splitlines()[-1])
 
     assert (version["model_name"], version["model_version"]) == (project.name, "1")
     assert labels["org.mlflow.model.name"] == project.name
     assert labels["org.mlflow.model.version"] == "1"
     assert labels["org.opencontainers.image.revision"] == head
     assert labels["org.opencontainers.image.title"] == project.name
-    by_version = image.replace(":latest", ":1")  # tagged with the model version too
-    assert docker("image", "inspect", "--format", "{{.Id}}", by_version) == docker(
-        "image", "inspect", "--format", "{{.Id}}", image
-    )
+    # The model's provenance, as the registry and its run record it.
+    assert {key: labels[key] for key in registered} == registered
+    # Tagged with the model version, and with the version and the commit built from.
+    same = docker("image", "inspect", "--format", "{{.Id}}", image)
+    for tag in ("1", f"1-{head[:7]}"):
+        assert docker("image", "inspect", "--format", "{{.Id}}", image.replace(":latest", f":{tag}")) == same
 
 
 def test_healthcheck_turns_healthy(container: tuple[str, str]) -> None:
@@ -182,7 +205,22 @@ def test_image_holds_no_full_mlflow_no_compiler_no_secret_no_data(project: Path,
     assert "'mlflow'" not in distributions
     assert "'pyspark'" not in distributions  # the `spark` group is for batch jobs only
     assert found == ""
-    assert in_image(image, "ls -A /app") == "model"
+    assert in_image(image, "ls -A /app").split() == ["model", "sbom.cdx.json"]
+
+
+def test_the_sbom_lists_every_distribution_in_the_image_at_its_version(image: str) -> None:
+    """CycloneDX's generator ran on the image's own environment: nothing left out, nothing else."""
+    sbom = json.loads(in_image(image, "cat /app/sbom.cdx.json"))
+    installed = in_image(
+        image,
+        '/opt/venv/bin/python -c "import importlib.metadata as m; '
+        "print('\\n'.join(sorted({f'{d.name}=={d.version}' for d in m.distributions()})))\"",
+    )
+
+    assert sbom["bomFormat"] == "CycloneDX"
+    listed = {f"{c['name']}=={c['version']}" for c in sbom["components"]}
+    normal = {re.sub(r"[-_.]+", "-", line).lower() for line in installed.splitlines()}
+    assert {re.sub(r"[-_.]+", "-", item).lower() for item in listed} == normal
 
 
 @DEFAULTS_ONLY

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import re
 import shutil
+import subprocess
 import time
 import tomllib
 import urllib.parse
@@ -216,6 +217,29 @@ def test_locustfile_load_tests_the_server_without_failures(
         [total] = [row for row in csv.DictReader(file) if row["Name"] == "Aggregated"]
     assert int(total["Request Count"]) > 0
     assert int(total["Failure Count"]) == 0
+
+
+@DEFAULTS_ONLY
+def test_a_release_never_ships_a_local_model_and_an_offline_audit_says_so(project: Path) -> None:
+    """`make release-image` exports from the team's tracking server only; `make audit` needs
+    PyPI's advisories: offline it says so, and fails where it is required (CI)."""
+    local = subprocess.run(
+        ["make", "release-image"], cwd=project, env=clean_env(), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    unreachable = "AUDIT_SERVICE=http://127.0.0.1:9/pypi/pip/json"
+    offline = run(["make", "audit", unreachable], project)
+    required = subprocess.run(
+        ["make", "audit", unreachable, "AUDIT_REQUIRED=1"], cwd=project, env=clean_env(),
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert local.returncode != 0
+    assert "not your team's tracking server" in local.stdout + local.stderr
+    assert "Building" not in local.stdout  # nothing exported, nothing built
+    assert "audit skipped: http://127.0.0.1:9/pypi/pip/json cannot be reached" in offline
+    assert required.returncode != 0
+    assert "audit skipped" in required.stdout
 
 
 @DEFAULTS_ONLY

@@ -401,7 +401,10 @@ def test_dockerignore_lets_in_only_what_the_image_is_built_from(cookies: Cookies
 
 # Make targets that CI may run, because the project and docker tiers run them on a
 # fresh bake; `docker-push` needs a registry, which the tests have not.
-TESTED_TARGETS = {"install", "lint", "test", "data", "train", "docker-build", "docker-smoke"}
+TESTED_TARGETS = {
+    "install", "lint", "test", "data", "train", "docker-build", "docker-smoke", "release-image",
+    "sbom", "audit",
+}  # fmt: skip
 UNTESTABLE_TARGETS = {"docker-push"}
 # Tool set-up and registry log-in: the only commands CI runs that are not make targets.
 SETUP_COMMAND = re.compile(
@@ -434,7 +437,8 @@ def test_ci_runs_only_make_targets_that_the_tests_run(cookies: Cookies, ci_provi
     targets = {command.split()[1] for command in commands if command.startswith("make ")}
     others = [command for command in commands if not command.startswith("make ")]
 
-    assert {"install", "lint", "test", "train", "docker-build", "docker-smoke"} <= targets
+    assert {"install", "lint", "test", "train", "docker-build", "docker-smoke", "audit"} <= targets
+    assert {"release-image", "sbom"} <= targets
     assert targets <= TESTED_TARGETS | UNTESTABLE_TARGETS
     assert all(len(command.split()) == 2 for command in commands if command.startswith("make "))
     assert [command for command in others if not SETUP_COMMAND.match(command)] == []
@@ -450,8 +454,10 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
     assert set(ci[True]) == {"push", "pull_request", "workflow_dispatch"}  # YAML reads `on:` as True
     assert ci["permissions"] == {"contents": "read"} == release["permissions"]
     assert ci["concurrency"]["cancel-in-progress"] is True
-    assert set(ci["jobs"]) == {"lint", "test", "train", "docker"}
-    assert release[True] == {"push": {"tags": ["v*"]}}
+    assert set(ci["jobs"]) == {"lint", "test", "audit", "train", "docker"}
+    assert ci["jobs"]["audit"]["steps"][-1]["env"] == {"AUDIT_REQUIRED": "1"}
+    assert release[True]["push"] == {"tags": ["v*"]}
+    assert set(release[True]["workflow_dispatch"]["inputs"]) == {"version"}
     assert release["jobs"]["image"]["permissions"] == {"contents": "read", "packages": "write"}
     for workflow in workflows.values():
         for job in workflow["jobs"].values():
@@ -460,6 +466,17 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
                     assert PINNED_ACTION.match(step["uses"]), step["uses"]
     train_steps = ci["jobs"]["train"]["steps"]
     assert any("upload-artifact" in step.get("uses", "") for step in train_steps)
+    # CI trains on the sample data as a test, and says so; a release never trains.
+    assert "a test" in ci["jobs"]["train"]["name"]
+    assert "never shipped" in ci["jobs"]["docker"]["name"]
+    image = release["jobs"]["image"]
+    runs = [step["run"] for step in image["steps"] if step.get("run", "").startswith("make ")]
+    steps = ["install", "release-image", "docker-smoke", "sbom", "docker-push"]
+    assert runs == [f"make {step}" for step in steps]
+    assert image["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
+    assert image["env"]["MODEL_VERSION"] == "${{ inputs.version }}"
+    [sbom] = [step for step in image["steps"] if "upload-artifact" in step.get("uses", "")]
+    assert sbom["with"]["path"] == "sbom.cdx.json"
 
 
 def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(cookies: Cookies) -> None:
@@ -469,6 +486,11 @@ def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(cookies: Cookies) -> 
     assert config[".docker"]["services"] == ["docker:28-dind"]
     assert config["release"]["rules"] == [{"if": "$CI_COMMIT_TAG"}]
     assert config["release"]["variables"]["IMAGE"] == "$CI_REGISTRY_IMAGE"
+    # A release exports what the registry promoted, never trains; its SBOM is an artifact.
+    assert "make train" not in config["release"]["script"]
+    assert config["release"]["script"][:2] == ["make install", "make release-image"]
+    assert config["release"]["artifacts"]["paths"] == ["sbom.cdx.json"]
+    assert config["audit"]["variables"] == {"AUDIT_REQUIRED": "1"}
 
 
 def tool(name: str) -> str:

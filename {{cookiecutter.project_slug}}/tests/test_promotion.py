@@ -4,9 +4,11 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from {{ cookiecutter.module_name }}.cli import main
 from {{ cookiecutter.module_name }}.config import MODEL_INFO_FILE, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.core.evaluation import is_better
 from {{ cookiecutter.module_name }}.jobs.train import train
@@ -93,15 +95,52 @@ def test_export_champion_writes_a_servable_model(trained: TrainResult, tmp_path:
 
     exported = registry.export_champion(client, tmp_path / "model")
 
-    assert str(exported.version) == str(champion.version)
     assert (tmp_path / "model" / "MLmodel").is_file()
     info = json.loads((tmp_path / "model" / MODEL_INFO_FILE).read_text())
+    assert info == exported
+    # What the image's labels will say: the registry's and the run's own values.
+    tags = client.get_run(champion.run_id).data.tags
     assert info == {
         "name": PROJECT_SLUG,
         "version": str(champion.version),
         "run_id": champion.run_id,
+        "git_commit": tags["git_commit"],
+        "data_sha256": tags["data_sha256"],
+        "data_dvc_md5": tags.get("data_dvc_md5", ""),
+        "template_version": tags["template_version"],
     }
+    assert set(info) == set(registry.IMAGE_LABELS)
     assert mlflow.pyfunc.load_model(str(tmp_path / "model")).metadata.signature is not None
+
+
+def test_export_model_takes_a_version_and_writes_the_images_labels(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    labels = tmp_path / "model.labels"
+    export = ["export-model", str(tmp_path / "model"), "--version", trained.version]
+
+    result = CliRunner().invoke(main, [*export, "--labels", str(labels)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == trained.version
+    written = dict(line.split("=", 1) for line in labels.read_text().splitlines())
+    info = json.loads((tmp_path / "model" / MODEL_INFO_FILE).read_text())
+    assert written == {registry.IMAGE_LABELS[key]: value for key, value in info.items()}
+    assert written["org.mlflow.run.id"] == trained.run_id
+
+
+@pytest.mark.parametrize("uri", ["", "sqlite:///mlflow.db", "file:///tmp/mlruns"])
+def test_a_release_exports_only_from_a_tracking_server(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+
+    result = CliRunner().invoke(main, ["export-model", str(tmp_path / "model"), "--from-server"])
+
+    assert result.exit_code == 1
+    assert "not your team's tracking server" in result.output
+    assert "MLFLOW_TRACKING_URI" in result.output
+    assert not (tmp_path / "model").exists()
 
 
 def test_a_champion_that_cannot_score_the_new_data_keeps_its_place(

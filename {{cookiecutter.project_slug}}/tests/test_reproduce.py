@@ -4,6 +4,7 @@ All real: a copy of this project made a git repository, DVC with a local remote,
 command line in subprocesses (the copy's own code), a throwaway MLflow store.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -239,3 +240,48 @@ def test_reproduce_of_an_unknown_model_names_it() -> None:
         reproduce("9")
     with pytest.raises(ReproduceError, match="'nope' is neither"):
         reproduce("nope")
+
+
+def fake_docker(folder: Path, labels: dict[str, str] | None) -> str:
+    """A `docker` that knows one image with these labels (None: it knows no image)."""
+    script = folder / "docker"
+    if labels is None:
+        script.write_text("#!/bin/sh\necho 'Error: No such image: shop/model:9' >&2\nexit 1\n")
+    else:
+        inspect = folder / "inspect.json"
+        inspect.write_text(json.dumps([{"Config": {"Labels": labels}}]))
+        script.write_text(f"#!/bin/sh\ncat {inspect}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_reproduce_rebuilds_the_model_an_image_carries_from_its_labels(
+    project: Project, tmp_path: Path
+) -> None:
+    labels_file = tmp_path / "model.labels"
+    project.ok("export-model", str(tmp_path / "v1"), "--version", "1", "--labels", str(labels_file))
+    labels = dict(line.split("=", 1) for line in labels_file.read_text().splitlines())
+    docker = fake_docker(tmp_path, labels)
+
+    result = project.cli("reproduce", "--image", "shop/model:1-abc1234", DOCKER=docker)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Version 1 ")
+    assert "metrics identical" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "says"),
+    [
+        (None, "Cannot inspect image shop/model:9: Error: No such image"),
+        ({"org.mlflow.model.version": "1"}, "has no org.mlflow.run.id label"),
+    ],
+)
+def test_reproduce_of_an_image_without_its_run_says_why(
+    project: Project, tmp_path: Path, labels: dict[str, str] | None, says: str
+) -> None:
+    docker = fake_docker(tmp_path, labels)
+
+    result = project.cli("reproduce", "--image", "shop/model:9", DOCKER=docker)
+
+    assert says in one_line_error(result)

@@ -45,6 +45,8 @@ class Locations(BaseSettings):
     # (each /metrics), or a Prometheus that scrapes them all.
     serving_urls: str = ""
     prometheus_url: str | None = None
+    # The container engine's command (`make reproduce IMAGE=` reads an image's labels).
+    docker: str = "docker"
 
 
 def locations() -> Locations:

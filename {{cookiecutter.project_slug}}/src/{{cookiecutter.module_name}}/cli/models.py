@@ -101,23 +101,27 @@ def evaluate(
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--image", help="...or the model baked into this image (its labels name the run).")
 @click.option(
     "--tolerance",
     type=float,
     default=0.0,
     help="Largest difference of a metric or a predicted value still counted the same.",
 )
-def reproduce(model: str, tolerance: float) -> None:
+def reproduce(model: str | None, image: str | None, tolerance: float) -> None:
     """Rebuild MODEL (a version, an alias or a run id) from its commit and data; compare.
 
     Registers nothing and leaves the work tree as it is; tags the run with the verdict.
     Exit status 0: reproduced; 1: not reproduced, or it cannot be.
     """
+    from ..jobs.reproduce import image_run
     from ..jobs.reproduce import reproduce as run_reproduction
 
+    if bool(model) == bool(image):
+        raise click.UsageError("Name exactly one of MODEL and --image.")
     with user_errors():
-        result = run_reproduction(model, tolerance)
+        result = run_reproduction(image_run(image) if image else str(model), tolerance)
     click.echo(result.summary())
     if not result.reproduced:
         raise SystemExit(1)
@@ -220,13 +224,32 @@ def rollout_overrides(steps: str | None, interval: str | None) -> dict[str, Any]
 
 @click.command("export-model")
 @click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
-def export_model(destination: Path) -> None:
-    """Copy the champion model to DESTINATION, as the image bakes it in; print its version."""
+@click.option("--version", "version", help="Export this version. [default: the champion]")
+@click.option(
+    "--from-server", is_flag=True,
+    help="Refuse the local store: a release exports from the team's tracking server.",
+)  # fmt: skip
+@click.option(
+    "--labels", "labels_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the image's OCI labels here, one key=value a line.",
+)  # fmt: skip
+def export_model(
+    destination: Path, version: str | None, from_server: bool, labels_file: Path | None
+) -> None:
+    """Copy the champion model (or VERSION) to DESTINATION, as the image bakes it in.
+
+    Prints the version exported.
+    """
     from ..store import registry, tracking
 
     with user_errors():
-        champion = registry.export_champion(tracking.setup(), destination)
-    click.echo(champion.version)
+        if from_server:
+            tracking.require_server()
+        info = registry.export_champion(tracking.setup(), destination, version)
+    if labels_file is not None:
+        lines = [f"{label}={info[key]}" for key, label in registry.IMAGE_LABELS.items()]
+        labels_file.write_text("\n".join(lines) + "\n")
+    click.echo(info["version"])
 
 
 COMMANDS = [train, tune, evaluate, reproduce, rebuild, promote, rollout, export_model]

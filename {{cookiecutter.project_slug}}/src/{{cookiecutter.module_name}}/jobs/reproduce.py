@@ -27,7 +27,7 @@ from ..core import data
 from ..core.evaluation import fit_and_evaluate
 from ..core.pipeline import build_pipeline
 from ..errors import ReproduceError
-from ..settings import environment_without_overrides
+from ..settings import environment_without_overrides, locations
 from ..store.tracking import CONFIG_ARTIFACT
 from ..store.versioning import dvc, dvc_file, git, last_line, relative, remote_url, use_remote
 
@@ -91,6 +91,25 @@ def rebuild(record_file: Path, out: Path) -> None:
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics))
     parts.x_test.to_parquet(out / "heldout.parquet")
     pd.DataFrame({"prediction": evaluation.predicted}).to_parquet(out / "predictions.parquet")
+
+
+def image_run(image: str) -> str:
+    """The run whose model an image carries, from its labels (`make docker-build` sets them)."""
+    from ..store.registry import IMAGE_LABELS
+
+    inspected = subprocess.run(
+        [locations().docker, "image", "inspect", image], capture_output=True, text=True, check=False
+    )
+    if inspected.returncode != 0:
+        raise ReproduceError(f"Cannot inspect image {image}: {last_line(inspected)}")
+    labels = json.loads(inspected.stdout)[0]["Config"].get("Labels") or {}
+    run_id = labels.get(IMAGE_LABELS["run_id"])
+    if not run_id:
+        raise ReproduceError(
+            f"Image {image} has no {IMAGE_LABELS['run_id']} label: it was built before images "
+            "named their run. Reproduce its version instead: make reproduce VERSION=<n>."
+        )
+    return str(run_id)
 
 
 def reproduce(reference: str, tolerance: float = 0.0) -> Reproduction:

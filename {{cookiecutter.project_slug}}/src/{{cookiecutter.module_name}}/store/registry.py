@@ -174,17 +174,55 @@ def rollback(client: MlflowClient) -> str:
     return str(previous.version)
 
 
-def export_champion(client: MlflowClient, destination: Path) -> ModelVersion:
-    """Copy the champion's model files to `destination`, its name and version beside them."""
+# What ties an exported model (and the image it is baked into) to its registry entry:
+# the OCI label of each field of `registered_model.json`, set by `make docker-build`.
+IMAGE_LABELS = {
+    "name": "org.mlflow.model.name",
+    "version": "org.mlflow.model.version",
+    "run_id": "org.mlflow.run.id",
+    "git_commit": "org.mlflow.run.git_commit",
+    "data_sha256": "org.mlflow.run.data_sha256",
+    "data_dvc_md5": "org.mlflow.run.data_dvc_md5",
+    "template_version": "org.mlpipe.template.version",
+}
+
+
+def export_champion(
+    client: MlflowClient, destination: Path, version: str | None = None
+) -> dict[str, str]:
+    """Copy the champion's model files (or `version`'s) to `destination`; return its record.
+
+    The record (`registered_model.json`, beside the files) names the version, its run,
+    and the run's commit, data and template version: what an image's labels show.
+    """
+    chosen = pick_version(client, version)
+    shutil.rmtree(destination, ignore_errors=True)
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=registered_model_uri(chosen.version), dst_path=str(destination)
+    )
+    run_id = str(chosen.run_id)
+    tags = client.get_run(run_id).data.tags
+    info = {
+        "name": PROJECT_SLUG,
+        "version": str(chosen.version),
+        "run_id": run_id,
+        **{key: tags.get(key, "") for key in ("git_commit", "data_sha256", "data_dvc_md5")},
+        "template_version": tags.get("template_version", ""),
+    }
+    (destination / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def pick_version(client: MlflowClient, version: str | None) -> ModelVersion:
+    """`version` of the model, or its champion; RegistryError if there is none."""
+    if version is not None:
+        try:
+            return client.get_model_version(PROJECT_SLUG, version)
+        except MlflowException:
+            raise RegistryError(f"Model {PROJECT_SLUG} has no version {version}.") from None
     champion = version_by_alias(client, CHAMPION)
     if champion is None:
         raise RegistryError(f"Model {PROJECT_SLUG} has no champion yet: run `make train` first.")
-    shutil.rmtree(destination, ignore_errors=True)
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=registered_model_uri(champion.version), dst_path=str(destination)
-    )
-    info = {"name": PROJECT_SLUG, "version": str(champion.version), "run_id": champion.run_id}
-    (destination / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return champion
 
 

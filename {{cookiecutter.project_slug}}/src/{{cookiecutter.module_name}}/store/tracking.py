@@ -20,6 +20,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from .. import TEMPLATE_VERSION
 from ..config import PROJECT_ROOT, PROJECT_SLUG, Config
 from ..core.profile import Profile, write_profile
+from ..errors import StoreError
 from ..settings import DEFAULT_TRACKING_URI, tracking_uri
 from .versioning import CodeVersion, DataVersion, relative, remote_url
 
@@ -38,6 +39,18 @@ def use_tracking_store(uri: str | None = None) -> str:
     uri = uri or tracking_uri()
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+def require_server() -> None:
+    """Refuse the local store: a release exports what the team's tracking server promoted."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://", "databricks")):
+        raise StoreError(
+            f"MLFLOW_TRACKING_URI is {uri!r}, not your team's tracking server: a release exports "
+            "the model its registry promoted, never one trained here. Set MLFLOW_TRACKING_URI "
+            "(and MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN) "
+            "as CI secrets."
+        )
 
 
 def setup() -> MlflowClient:
