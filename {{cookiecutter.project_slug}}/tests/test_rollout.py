@@ -171,6 +171,37 @@ def test_a_steps_figures_are_what_its_counters_grew_by_over_every_server() -> No
     assert grown.prediction_psi > 1
 
 
+def value_counts(champion: list[float], canary: list[float]) -> dict[Any, float]:
+    """The counters of predictions in the value buckets 25, 50, 100 and 250, by role."""
+    bounds = ["25", "50", "100", "250"]
+    counts = {"champion": champion, "canary": canary}
+    return {
+        ("canary_predictions_total", (role, bound)): count
+        for role, values in counts.items()
+        for bound, count in zip(bounds, values, strict=True)
+    }
+
+
+@pytest.mark.parametrize(
+    ("champion", "canary", "drifted"),
+    [
+        # Two near-identical models on 112 rows: a few predictions cross a bucket's edge.
+        ([10, 40, 50, 12], [12, 38, 52, 10], False),
+        # A bucket the champion never fills, a few rows in it: not a drift either.
+        ([0, 50, 50, 12], [4, 46, 50, 12], False),  # 0.21 by plain PSI
+        # The canary's predictions moved up wholesale.
+        ([10, 40, 50, 12], [0, 5, 40, 67], True),
+    ],
+)
+def test_prediction_drift_ignores_edge_crossings_and_catches_a_shift(
+    champion: list[float], canary: list[float], drifted: bool
+) -> None:
+    psi = figures(value_counts(champion, canary)).prediction_psi
+
+    assert psi is not None
+    assert (psi > RolloutConfig().max_prediction_psi) is drifted, psi
+
+
 @pytest.mark.parametrize(
     ("steps", "problem"),
     [

@@ -79,17 +79,52 @@ def p99(growth: dict[Key, float], role: str) -> float | None:
     return quantile(0.99, buckets)
 
 
+# Bins of the PSI hold at least this share of the champion's predictions (neighbours are
+# merged): with fine bins and a few hundred rows, two near-identical models differ by the
+# few predictions that cross a bin's edge, and sampling noise alone reaches 0.2.
+MIN_BIN_SHARE = 0.1
+# Added to every bin's count: an empty bin is uncertain, not impossible.
+SMOOTHING = 0.5
+
+
+def bin_order(name: str) -> tuple[float, str]:
+    """Value buckets by their bound ("+Inf" last), labels by name."""
+    try:
+        return float(name), ""
+    except ValueError:
+        return float("inf"), name
+
+
+def merged(champion: np.ndarray, canary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbouring bins merged until each holds MIN_BIN_SHARE of the champion's predictions."""
+    edges, held = [], 0.0
+    for index, count in enumerate(champion):
+        held += count
+        if held >= MIN_BIN_SHARE * champion.sum():
+            edges.append(index + 1)
+            held = 0.0
+    if not edges or edges[-1] != len(champion):  # the remainder joins the last bin
+        edges = [*edges[:-1], len(champion)] if edges else [len(champion)]
+    starts = [0, *edges[:-1]]
+    return (
+        np.array([champion[a:b].sum() for a, b in zip(starts, edges, strict=True)]),
+        np.array([canary[a:b].sum() for a, b in zip(starts, edges, strict=True)]),
+    )
+
+
 def prediction_psi(growth: dict[Key, float]) -> float | None:
-    """PSI of the canary's predictions against the champion's, bin by bin."""
+    """PSI of the canary's predictions against the champion's on the same rows."""
     by_role: dict[str, dict[str, float]] = {CHAMPION_ROLE: {}, CANARY_ROLE: {}}
     for (name, labels), value in growth.items():
         if name == "canary_predictions_total" and labels[0] in by_role:
             by_role[labels[0]][labels[1]] = value
-    bins = sorted(set(by_role[CHAMPION_ROLE]) | set(by_role[CANARY_ROLE]))
+    bins = sorted(set(by_role[CHAMPION_ROLE]) | set(by_role[CANARY_ROLE]), key=bin_order)
     champion = np.array([by_role[CHAMPION_ROLE].get(b, 0.0) for b in bins])
     if not bins or champion.sum() == 0:
         return None
     canary = np.array([by_role[CANARY_ROLE].get(b, 0.0) for b in bins])
+    champion, canary = merged(champion, canary)
+    champion, canary = champion + SMOOTHING, canary + SMOOTHING
     return psi(canary, list(champion / champion.sum()))
 
 
