@@ -1,7 +1,9 @@
 """Configuration: one typed object, read once from `config.toml`, then the environment."""
 
 import itertools
+import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,16 +66,42 @@ class PromotionConfig(Section):
     unreproducible: Literal["warn", "refuse"] = "warn"
 
 
-# The metrics each training run logs, by task (`evaluation.py` computes them).
+@dataclass(frozen=True)
+class Metric:
+    """What the project knows of a metric: its task, direction, range, and what it needs."""
+
+    name: str
+    task: Task
+    greater_is_better: bool
+    low: float
+    high: float
+    # Computed from predicted probabilities: `monitor`, which has labels alone, cannot.
+    needs_probabilities: bool = False
+
+
+# The one table of metrics: each training run logs its task's (`core/evaluation.py`
+# computes them); the gate, tuning, monitoring and the report read their facts here.
+METRIC_TABLE = (
+    Metric("accuracy", "classification", True, 0.0, 1.0),
+    Metric("f1", "classification", True, 0.0, 1.0),
+    Metric("precision", "classification", True, 0.0, 1.0),
+    Metric("recall", "classification", True, 0.0, 1.0),
+    Metric("roc_auc", "classification", True, 0.0, 1.0, needs_probabilities=True),
+    Metric("rmse", "regression", False, 0.0, math.inf),
+    Metric("mae", "regression", False, 0.0, math.inf),
+    Metric("r2", "regression", True, -math.inf, 1.0),
+)
+# The metrics each training run logs, by task.
 METRICS = {
-    "classification": ("accuracy", "f1", "precision", "recall", "roc_auc"),
-    "regression": ("rmse", "mae", "r2"),
+    task: tuple(metric.name for metric in METRIC_TABLE if metric.task == task)
+    for task in ("classification", "regression")
 }
 # The sample dataset's place: `data` writes it there, and nowhere else unless asked.
 SAMPLE_PATH = PROJECT_ROOT / "data" / "sample.csv"
 # Metrics `monitor` can compute from predicted labels or values alone, by task.
 LABEL_METRICS = {
-    task: tuple(name for name in names if name != "roc_auc") for task, names in METRICS.items()
+    task: tuple(m.name for m in METRIC_TABLE if m.task == task and not m.needs_probabilities)
+    for task in METRICS
 }
 
 

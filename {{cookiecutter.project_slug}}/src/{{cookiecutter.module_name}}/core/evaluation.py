@@ -8,26 +8,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn import metrics
 
-from ..config import Task
+from ..config import METRIC_TABLE, METRICS, Task
 
-# Whether a larger value is better, for each metric the promotion gate may use.
+# Views of config.METRIC_TABLE. Whether a larger value is better, by task and metric:
 GREATER_IS_BETTER = {
-    "classification": {
-        "accuracy": True,
-        "f1": True,
-        "precision": True,
-        "recall": True,
-        "roc_auc": True,
-    },
-    "regression": {"rmse": False, "mae": False, "r2": True},
+    task: {m.name: m.greater_is_better for m in METRIC_TABLE if m.task == task} for task in METRICS
 }
 # The values each metric can take: figures clip what they draw to them.
-BOUNDS = {
-    **dict.fromkeys(("accuracy", "f1", "precision", "recall", "roc_auc"), (0.0, 1.0)),
-    "rmse": (0.0, float("inf")),
-    "mae": (0.0, float("inf")),
-    "r2": (float("-inf"), 1.0),
-}
+BOUNDS = {m.name: (m.low, m.high) for m in METRIC_TABLE}
 
 
 @dataclass
