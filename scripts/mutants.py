@@ -171,6 +171,23 @@ CATALOGUE = [
            "return zlib.crc32(request_id.encode()) % SHARE_SCALE < round(share * SHARE_SCALE)",
            "return hash(request_id) % SHARE_SCALE < round(share * SHARE_SCALE)",
            "project", ("tests/test_rollout.py", "-k", "same_on_every_server")),
+    # A deploy whose step fails puts back the revision that served before it.
+    Mutant("deploy-never-undoes", "deploy", f"{PROJECT}/scripts/deploy.sh",
+           '  elif kubectl rollout undo "deployment/$NAME" --to-revision="$BEFORE" \\\n',
+           "  elif true \\\n",
+           "template", ("tests/test_static.py", "-k", "rolls_the_deployment_back")),
+    # The image of the release, not the overlay's own.
+    Mutant("deploy-tag-ignored", "deploy", f"{PROJECT}/scripts/deploy.sh",
+           '    newTag: "$tag"\n', "",
+           "template", ("tests/test_static.py", "-k", "overlays_run or deploy_applies")),
+    # Production only after a reviewer's approval (GitHub) or by hand (GitLab).
+    Mutant("production-unapproved", "CI", f"{PROJECT}/.github/workflows/deploy.yml",
+           "    needs: staging\n    runs-on: ubuntu-24.04\n    environment: production\n",
+           "    needs: staging\n    runs-on: ubuntu-24.04\n",
+           "template", ("tests/test_static.py", "-k", "github_deploys")),
+    Mutant("production-automatic", "CI", f"{PROJECT}/.gitlab-ci.yml",
+           "    - if: $CI_COMMIT_TAG\n      when: manual\n", "    - if: $CI_COMMIT_TAG\n",
+           "template", ("tests/test_static.py", "-k", "gitlab_deploys")),
 ]  # fmt: skip
 
 

@@ -4,7 +4,9 @@ import ast
 import hashlib
 import itertools
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys, require_tier, which
+from conftest import CHOICES, OPTIONS, TEMPLATE, bake, check_keys, clean_env, require_tier, which
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.hooks import run_hook
 from pytest_cookies.plugin import Cookies
@@ -43,15 +45,20 @@ BASE_FILES = {
     "deploy/prometheus/prometheus.yml",
     "deploy/prometheus/rules.yml",
     "deploy/prometheus/rules_test.yml",
-    "deploy/k8s/deployment.yaml",
-    "deploy/k8s/hpa.yaml",
-    "deploy/k8s/networkpolicy.yaml",
-    "deploy/k8s/pdb.yaml",
-    "deploy/k8s/service.yaml",
+    "deploy/k8s/base/deployment.yaml",
+    "deploy/k8s/base/hpa.yaml",
+    "deploy/k8s/base/kustomization.yaml",
+    "deploy/k8s/base/networkpolicy.yaml",
+    "deploy/k8s/base/pdb.yaml",
+    "deploy/k8s/base/service.yaml",
+    "deploy/k8s/components/registry/kustomization.yaml",
+    "deploy/k8s/overlays/production/kustomization.yaml",
+    "deploy/k8s/overlays/staging/kustomization.yaml",
     "deploy/tracking/Dockerfile",
     "pyproject.toml",
     "uv.lock",
     "locustfile.py",
+    "scripts/deploy.sh",
     "benchmarks/serving.py",
     "src/{module}/__init__.py",
     "src/{module}/__main__.py",
@@ -136,7 +143,7 @@ BASE_FILES = {
     "tests/test_versioning.py",
 }
 FILES_BY_CI = {
-    "github": {".github/workflows/ci.yml", ".github/workflows/release.yml"},
+    "github": {".github/workflows/ci.yml", ".github/workflows/release.yml", ".github/workflows/deploy.yml"},
     "gitlab": {".gitlab-ci.yml"},
     "none": set(),
 }
@@ -400,18 +407,36 @@ def test_dockerignore_lets_in_only_what_the_image_is_built_from(cookies: Cookies
 
 
 # Make targets that CI may run, because the project and docker tiers run them on a
-# fresh bake; `docker-push` needs a registry, which the tests have not.
+# fresh bake (`deploy`: the static tier, against a stand-in kubectl); `docker-push`
+# needs a registry, which the tests have not.
 TESTED_TARGETS = {
     "install", "lint", "test", "data", "train", "docker-build", "docker-smoke", "release-image",
-    "sbom", "audit",
+    "sbom", "audit", "deploy",
 }  # fmt: skip
 UNTESTABLE_TARGETS = {"docker-push"}
+# `make <target>`, and an environment to deploy to.
+MAKE_COMMAND = re.compile(r"^make [a-z-]+( ENV=[$\w]+)?$")
 # Tool set-up and registry log-in: the only commands CI runs that are not make targets.
 SETUP_COMMAND = re.compile(
     r"^(apt-get |apk add |pip install |echo \"\$\w+\" \| docker login "
     r"|mkdir -p /usr/share/man/man1 && apt-get )"
 )
 PINNED_ACTION = re.compile(r"^[\w-]+/[\w-]+@[0-9a-f]{40}$")
+# What a release hands its deploy jobs: the image's tag, the request of the smoke test.
+RELEASE_ARTIFACTS = ["build/image-tag", "build/model/serving_input_example.json"]
+
+
+def github_workflows(project: Path) -> dict[str, dict[str, Any]]:
+    folder = project / ".github" / "workflows"
+    return {path.name: yaml.safe_load(path.read_text()) for path in folder.glob("*.yml")}
+
+
+def gitlab_jobs(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: job
+        for name, job in config.items()
+        if isinstance(job, dict) and name not in {"default", "variables", "cache"}
+    }
 
 
 def ci_commands(project: Path, ci_provider: str) -> list[str]:
@@ -419,15 +444,12 @@ def ci_commands(project: Path, ci_provider: str) -> list[str]:
     if ci_provider == "github":
         return [
             step["run"]
-            for workflow in (project / ".github" / "workflows").glob("*.yml")
-            for job in yaml.safe_load(workflow.read_text())["jobs"].values()
-            for step in job["steps"]
+            for workflow in github_workflows(project).values()
+            for job in workflow["jobs"].values()
+            for step in job.get("steps", [])  # a job that calls a workflow has none
             if "run" in step
         ]
-    config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
-    jobs = [
-        job for name, job in config.items() if isinstance(job, dict) and name not in {"variables", "cache"}
-    ]
+    jobs = gitlab_jobs(yaml.safe_load((project / ".gitlab-ci.yml").read_text())).values()
     return [line for job in jobs for key in ("script", "before_script") for line in job.get(key, [])]
 
 
@@ -438,17 +460,14 @@ def test_ci_runs_only_make_targets_that_the_tests_run(cookies: Cookies, ci_provi
     others = [command for command in commands if not command.startswith("make ")]
 
     assert {"install", "lint", "test", "train", "docker-build", "docker-smoke", "audit"} <= targets
-    assert {"release-image", "sbom"} <= targets
+    assert {"release-image", "sbom", "deploy"} <= targets
     assert targets <= TESTED_TARGETS | UNTESTABLE_TARGETS
-    assert all(len(command.split()) == 2 for command in commands if command.startswith("make "))
+    assert [c for c in commands if c.startswith("make ") and not MAKE_COMMAND.match(c)] == []
     assert [command for command in others if not SETUP_COMMAND.match(command)] == []
 
 
 def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(cookies: Cookies) -> None:
-    workflows = {
-        path.name: yaml.safe_load(path.read_text())
-        for path in (bake(cookies) / ".github" / "workflows").glob("*.yml")
-    }
+    workflows = github_workflows(bake(cookies))
     ci, release = workflows["ci.yml"], workflows["release.yml"]
 
     assert set(ci[True]) == {"push", "pull_request", "workflow_dispatch"}  # YAML reads `on:` as True
@@ -461,7 +480,7 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
     assert release["jobs"]["image"]["permissions"] == {"contents": "read", "packages": "write"}
     for workflow in workflows.values():
         for job in workflow["jobs"].values():
-            for step in job["steps"]:
+            for step in job.get("steps", []):
                 if "uses" in step:
                     assert PINNED_ACTION.match(step["uses"]), step["uses"]
     train_steps = ci["jobs"]["train"]["steps"]
@@ -479,18 +498,72 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
     assert sbom["with"]["path"] == "sbom.cdx.json"
 
 
+def test_github_deploys_each_release_to_staging_then_production_on_approval(cookies: Cookies) -> None:
+    project = bake(cookies)
+    workflows = github_workflows(project)
+    release, deploy = workflows["release.yml"], workflows["deploy.yml"]
+    jobs = deploy["jobs"]
+
+    # release.yml hands deploy.yml what it pushed, then calls it.
+    [upload] = [s for s in release["jobs"]["image"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert upload["with"]["name"] == "release"
+    assert upload["with"]["path"].split() == RELEASE_ARTIFACTS
+    assert release["jobs"]["deploy"] == {
+        "needs": "image",
+        "uses": "./.github/workflows/deploy.yml",
+        "permissions": {"contents": "read"},
+    }
+    assert set(deploy[True]) == {"workflow_call"}
+    assert deploy["permissions"] == {}
+    assert set(jobs) == {"staging", "production"}
+    # Production waits for staging and for the reviewers of its environment.
+    assert "needs" not in jobs["staging"]
+    assert jobs["production"]["needs"] == "staging"
+    for name, job in jobs.items():
+        runs = [step["run"] for step in job["steps"] if "run" in step]
+        download = next(step for step in job["steps"] if "download-artifact" in step.get("uses", ""))
+        assert job["environment"] == name
+        assert job["permissions"] == {"contents": "read"}
+        assert job["concurrency"] == {"group": f"deploy-{name}", "cancel-in-progress": False}
+        assert job["env"]["KUBECONFIG_DATA"] == "${{ secrets.KUBECONFIG }}"
+        assert download["with"] == {"name": "release", "path": "build"}
+        assert runs == ["make install", f"make deploy ENV={name}"]
+        assert (project / "deploy" / "k8s" / "overlays" / name).is_dir()
+
+
 def test_gitlab_pipeline_has_the_stages_and_pushes_on_tags(cookies: Cookies) -> None:
     config = yaml.safe_load((bake(cookies, ci_provider="gitlab") / ".gitlab-ci.yml").read_text())
 
-    assert config["stages"] == ["lint", "test", "train", "docker", "release"]
+    assert config["stages"] == ["lint", "test", "train", "docker", "release", "deploy"]
     assert config[".docker"]["services"] == ["docker:28-dind"]
     assert config["release"]["rules"] == [{"if": "$CI_COMMIT_TAG"}]
     assert config["release"]["variables"]["IMAGE"] == "$CI_REGISTRY_IMAGE"
     # A release exports what the registry promoted, never trains; its SBOM is an artifact.
     assert "make train" not in config["release"]["script"]
     assert config["release"]["script"][:2] == ["make install", "make release-image"]
-    assert config["release"]["artifacts"]["paths"] == ["sbom.cdx.json"]
     assert config["audit"]["variables"] == {"AUDIT_REQUIRED": "1"}
+    assert config["release"]["artifacts"]["paths"] == ["sbom.cdx.json", *RELEASE_ARTIFACTS]
+
+
+def test_gitlab_deploys_tags_to_staging_then_production_by_hand(cookies: Cookies) -> None:
+    project = bake(cookies, ci_provider="gitlab")
+    config = yaml.safe_load((project / ".gitlab-ci.yml").read_text())
+    staging, production = config["deploy-staging"], config["deploy-production"]
+
+    assert config[".deploy"]["script"] == ["make install", "make deploy ENV=$CI_ENVIRONMENT_NAME"]
+    assert config[".deploy"]["variables"]["IMAGE"] == "$CI_REGISTRY_IMAGE"
+    assert staging["extends"] == production["extends"] == ".deploy"
+    assert staging["environment"] == {"name": "staging"}
+    assert production["environment"] == {"name": "production"}
+    assert staging["needs"] == ["release"]
+    assert production["needs"] == ["release", "deploy-staging"]
+    assert staging["rules"] == [{"if": "$CI_COMMIT_TAG"}]
+    # Someone runs it, and the pipeline waits for them.
+    assert production["rules"] == [{"if": "$CI_COMMIT_TAG", "when": "manual"}]
+    assert production["allow_failure"] is False
+    assert (staging["resource_group"], production["resource_group"]) == ("staging", "production")
+    assert all((project / "deploy" / "k8s" / "overlays" / job["environment"]["name"]).is_dir()
+               for job in (staging, production))  # fmt: skip
 
 
 def tool(name: str) -> str:
@@ -564,21 +637,39 @@ def test_secrets_stay_out_of_git_and_of_the_image(cookies: Cookies) -> None:
     assert not [line for line in dockerignore if line.startswith("!.env")]
 
 
+ENVIRONMENTS = ("staging", "production")
+Manifests = dict[str, dict[str, Any]]
+
+
+def k8s_env(**extra: str) -> dict[str, str]:
+    """Make's environment for `make k8s-render` and `make deploy` with K8S_RUN= (no venv):
+    the template's pinned kubectl (the projects pin the same) on PATH."""
+    kubectl = Path(tool("kubectl"))
+    if not kubectl.is_file():
+        require_tier("static", "kubectl is missing from the template's venv: run `make install`")
+    return clean_env(PATH=f"{kubectl.parent}{os.pathsep}{os.environ['PATH']}", **extra)
+
+
 @pytest.fixture(scope="module")
-def rendered_k8s(cookies_session: Cookies) -> tuple[Path, dict[str, dict[str, Any]]]:
-    """`make k8s-render` of a bake: the manifests with the image of a model version."""
+def rendered_k8s(cookies_session: Cookies) -> tuple[Path, dict[str, Manifests]]:
+    """`make k8s-render [ENV=...]` of a bake, with the image of a release: rendered/<env>.yaml."""
     require_tier("static", which("make"))
     project = bake(cookies_session)
-    output = subprocess.run(
-        ["make", "--no-print-directory", "k8s-render", "IMAGE=registry.example.com/churn", "TAG=3"],
-        cwd=project, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    (project / "rendered.yaml").write_text(output)
-    return project, {doc["kind"]: doc for doc in yaml.safe_load_all(output) if doc}
+    (project / "rendered").mkdir()
+    rendered = {}
+    for env in ("base", *ENVIRONMENTS):
+        output = subprocess.run(
+            ["make", "--no-print-directory", "k8s-render", "IMAGE=registry.example.com/Churn",
+             "TAG=3-0a1b2c3", "K8S_RUN=", *([f"ENV={env}"] if env != "base" else [])],
+            cwd=project, env=k8s_env(), capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        (project / "rendered" / f"{env}.yaml").write_text(output)
+        rendered[env] = {doc["kind"]: doc for doc in yaml.safe_load_all(output) if doc}
+    return project, rendered
 
 
-def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str, dict[str, Any]]]) -> None:
-    manifests = rendered_k8s[1]
+def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str, Manifests]]) -> None:
+    manifests = rendered_k8s[1]["base"]
     assert set(manifests) == {
         "Deployment",
         "Service",
@@ -591,7 +682,7 @@ def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str
     [container] = pod["spec"]["containers"]
 
     assert deployment["spec"]["replicas"] >= 2
-    assert container["image"] == "registry.example.com/churn:3"
+    assert container["image"] == "registry.example.com/churn:3-0a1b2c3"  # lowercase, as registries want
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert {"requests", "limits"} <= set(container["resources"])
@@ -602,28 +693,271 @@ def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str
     assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert manifests["HorizontalPodAutoscaler"]["spec"]["minReplicas"] >= 2
     assert manifests["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    # The base serves the model in its image and calls nothing.
+    assert "env" not in container
+    assert manifests["NetworkPolicy"]["spec"]["egress"] == []
+
+
+QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(m|Mi|Gi)?$")
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes CPU or memory quantity as a number (cores, bytes)."""
+    number, unit = QUANTITY.match(str(value)).groups()  # type: ignore[union-attr]
+    return float(number) * {None: 1, "m": 1e-3, "Mi": 2**20, "Gi": 2**30}[unit]
+
+
+def container_of(manifests: Manifests) -> dict[str, Any]:
+    [container] = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+SECRET = "customer-churn-mlflow"
+
+
+def test_overlays_run_the_release_on_the_registry_s_champion_at_their_size(
+    rendered_k8s: tuple[Path, dict[str, Manifests]],
+) -> None:
+    rendered = rendered_k8s[1]
+    for env in ENVIRONMENTS:
+        manifests = rendered[env]
+        container = container_of(manifests)
+        env_vars = {var["name"]: var for var in container["env"]}
+        replicas = manifests["Deployment"]["spec"]["replicas"]
+
+        assert set(manifests) == set(rendered["base"]), env
+        assert container["image"] == "registry.example.com/churn:3-0a1b2c3", env
+        assert env_vars["MODEL_URI"] == {"name": "MODEL_URI", "value": "models:/customer-churn@champion"}
+        # The tracking server and every credential from the Secret, never a literal.
+        assert env_vars["MLFLOW_TRACKING_URI"]["valueFrom"] == {
+            "secretKeyRef": {"name": SECRET, "key": "tracking-uri"}
+        }
+        from_secret = {name: var.get("valueFrom") for name, var in env_vars.items() if name != "MODEL_URI"}
+        assert {ref and ref["secretKeyRef"]["name"] for ref in from_secret.values()} == {SECRET}
+        # The autoscaler's floor is the Deployment's count; the pods may reach DNS and the tracking server.
+        assert manifests["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == replicas >= 2
+        assert manifests["PodDisruptionBudget"]["spec"]["minAvailable"] < replicas
+        egress = manifests["NetworkPolicy"]["spec"]["egress"]
+        ports = {(port["port"], port["protocol"]) for rule in egress for port in rule["ports"]}
+        assert ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (5000, "TCP")}
+    staging, production = (rendered[env] for env in ENVIRONMENTS)
+    assert production["Deployment"]["spec"]["replicas"] > staging["Deployment"]["spec"]["replicas"]
+    assert (production["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
+            > staging["HorizontalPodAutoscaler"]["spec"]["maxReplicas"])  # fmt: skip
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            small, large = (
+                quantity(container_of(manifests)["resources"][kind][resource])
+                for manifests in (staging, production)
+            )
+            assert large > small, f"production's {kind}.{resource} is not larger than staging's"
 
 
 def test_k8s_manifests_pass_the_kubernetes_schemas_and_checkov(
-    rendered_k8s: tuple[Path, dict[str, dict[str, Any]]],
+    rendered_k8s: tuple[Path, dict[str, Manifests]],
 ) -> None:
     project = rendered_k8s[0]
-    files = [
-        *sorted(str(p) for p in (project / "deploy" / "k8s").glob("*.yaml")),
-        str(project / "rendered.yaml"),
-    ]
+    base = project / "deploy" / "k8s" / "base"
+    manifests = sorted(str(p) for p in base.glob("*.yaml") if p.name != "kustomization.yaml")
+    rendered = sorted(str(p) for p in (project / "rendered").glob("*.yaml"))
     require_tier("static", which("uv"))
     checks = [
-        [tool("kubernetes-validate"), "--strict", "--quiet", *files],
+        [tool("kubernetes-validate"), "--strict", "--quiet", *manifests, *rendered],
         # checkov's pins clash with pytest's, so it runs in an environment of its own.
         ["uv", "tool", "run", "--from", "checkov==3.3.30", "checkov", "--quiet", "--compact",
-         "--skip-download", "--framework", "kubernetes", "-d", str(project / "deploy" / "k8s")],
+         "--skip-download", "--framework", "kubernetes", "-d", str(project / "deploy" / "k8s"),
+         "-d", str(project / "rendered")],
     ]  # fmt: skip
     for check in checks:
         process = subprocess.run(check, capture_output=True, text=True, check=False)
         assert process.returncode == 0, f"{' '.join(check)}\n{process.stdout}{process.stderr}"
-    skips = (project / "deploy" / "k8s" / "deployment.yaml").read_text().count("checkov.io/skip")
+    assert len(rendered) == 3
+    skips = (base / "deployment.yaml").read_text().count("checkov.io/skip")
     assert skips == 3, "each skipped check carries its reason in the manifest"
+
+
+def test_k8s_render_refuses_an_environment_without_an_overlay(cookies: Cookies) -> None:
+    require_tier("static", which("make"))
+    process = subprocess.run(
+        ["make", "--no-print-directory", "k8s-render", "ENV=prod", "K8S_RUN="],
+        cwd=bake(cookies), env=k8s_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert process.returncode != 0
+    assert "No deploy/k8s/overlays/prod: ENV is the name of a folder of" in process.stderr
+    assert process.stdout == ""
+
+
+# A stand-in for kubectl: it records each call (and the kubeconfig it was given), fails
+# the first call that starts with $KUBECTL_FAIL, answers `get` with the revision
+# $KUBECTL_REVISION, and `port-forward` by serving /invocations itself (status $SMOKE_STATUS).
+FAKE_KUBECTL = """\
+import http.server, json, os, sys
+from pathlib import Path
+
+log = Path(os.environ["KUBECTL_LOG"])
+call = " ".join(sys.argv[1:])
+with log.open("a") as calls:
+    calls.write(call + "\\n")
+config = Path(os.environ.get("KUBECONFIG", "/nonexistent"))
+if config.is_file():
+    seen = {"text": config.read_text(), "mode": config.stat().st_mode & 0o777, "path": str(config)}
+    log.with_suffix(".kubeconfig").write_text(json.dumps(seen))
+fail, failed = os.environ.get("KUBECTL_FAIL"), log.with_suffix(".failed")
+if fail and call.startswith(fail) and not failed.exists():
+    failed.touch()
+    sys.exit(f"error: {fail} failed (stand-in)")
+if sys.argv[1] == "get":
+    print(os.environ.get("KUBECTL_REVISION", "3"), end="")
+elif sys.argv[1] == "port-forward":
+    class Serving(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            log.with_suffix(".body").write_bytes(body)
+            self.send_response(int(os.environ.get("SMOKE_STATUS", "200")))
+            self.send_header("X-Model-Version", "3")
+            self.end_headers()
+            self.wfile.write(json.dumps({"predictions": [0, 1]}).encode())
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Serving)
+    print(f"Forwarding from 127.0.0.1:{server.server_port} -> 8080", flush=True)
+    server.serve_forever()
+"""
+REVISION = "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+GET = f"get deployment/customer-churn --ignore-not-found -o jsonpath={REVISION}"
+APPLY = "apply -k build/k8s/staging"
+STATUS = "rollout status deployment/customer-churn --timeout=300s"
+FORWARD = "port-forward service/customer-churn :80"
+UNDO = "rollout undo deployment/customer-churn --to-revision=3"
+IMAGE = "registry.example.com/churn"
+EXAMPLE = b'{"dataframe_split": {"columns": ["tenure"], "data": [[3]]}}'
+
+
+@pytest.fixture(scope="module")
+def deployable(cookies_session: Cookies) -> Path:
+    """A bake as `make docker-build` leaves it (the model's example exported), with a stand-in kubectl."""
+    require_tier("static", which("make", "python3"))
+    project = bake(cookies_session)
+    (project / "build" / "model").mkdir(parents=True)
+    (project / "build" / "model" / "serving_input_example.json").write_bytes(EXAMPLE)
+    (project / "fake-bin").mkdir()
+    kubectl = project / "fake-bin" / "kubectl"
+    kubectl.write_text(f"#!{sys.executable}\n{FAKE_KUBECTL}")
+    kubectl.chmod(0o755)
+    return project
+
+
+def make_deploy(
+    project: Path, tmp_path: Path, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """`make deploy ENV=staging` against the stand-in kubectl: the process and kubectl's calls."""
+    log = tmp_path / "kubectl.log"
+    path = f"{project / 'fake-bin'}{os.pathsep}{os.environ['PATH']}"
+    process = subprocess.run(
+        ["make", "--no-print-directory", "deploy", "ENV=staging", "K8S_RUN=", f"IMAGE={IMAGE}", *args],
+        cwd=project, env=clean_env(PATH=path, KUBECTL_LOG=str(log), **env),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    return process, log.read_text().splitlines() if log.exists() else []
+
+
+def test_deploy_applies_the_release_waits_for_it_and_sends_the_model_s_example(
+    deployable: Path, tmp_path: Path
+) -> None:
+    kubeconfig = "apiVersion: v1\nkind: Config"  # as pasted into a secret: no last newline
+    process, calls = make_deploy(deployable, tmp_path, "TAG=3-0a1b2c3", KUBECONFIG_DATA=kubeconfig)
+    applied = yaml.safe_load((deployable / "build" / "k8s" / "staging" / "kustomization.yaml").read_text())
+    seen = json.loads((tmp_path / "kubectl.kubeconfig").read_text())
+
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert calls == [GET, APPLY, STATUS, FORWARD]
+    assert applied["resources"] == ["../../../deploy/k8s/overlays/staging"]
+    assert applied["images"] == [
+        {"name": "customer-churn", "newName": "registry.example.com/churn", "newTag": "3-0a1b2c3"}
+    ]
+    assert (tmp_path / "kubectl.body").read_bytes() == EXAMPLE
+    assert "2 predictions by model version 3" in process.stdout
+    assert "Deployed registry.example.com/churn:3-0a1b2c3 to staging." in process.stdout
+    # The secret's kubeconfig, readable by this user alone, and gone afterwards.
+    assert (seen["text"], seen["mode"]) == (kubeconfig + "\n", 0o600)
+    assert not Path(seen["path"]).exists()
+
+
+def test_deploy_takes_the_tag_docker_build_wrote(deployable: Path, tmp_path: Path) -> None:
+    tag_file = deployable / "build" / "image-tag"
+    tag_file.write_text("4-1234abc\n")
+    try:
+        process, _ = make_deploy(deployable, tmp_path)
+    finally:
+        tag_file.unlink()
+    applied = yaml.safe_load((deployable / "build" / "k8s" / "staging" / "kustomization.yaml").read_text())
+
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert applied["images"][0]["newTag"] == "4-1234abc"
+
+
+# Each step that fails: kubectl's calls up to it, then the undo to the revision that served
+# before and the wait for it.
+FAILURES = {
+    "apply": ({"KUBECTL_FAIL": "apply"}, [GET, APPLY]),
+    "rollout status": ({"KUBECTL_FAIL": "rollout status"}, [GET, APPLY, STATUS]),
+    "smoke request": ({"SMOKE_STATUS": "500"}, [GET, APPLY, STATUS, FORWARD]),
+}
+
+
+@pytest.mark.parametrize("step", FAILURES)
+def test_a_failed_step_rolls_the_deployment_back_and_names_the_step(
+    deployable: Path, tmp_path: Path, step: str
+) -> None:
+    env, before_undo = FAILURES[step]
+    process, calls = make_deploy(deployable, tmp_path, "TAG=3-0a1b2c3", **env)
+
+    assert process.returncode != 0
+    assert calls == [*before_undo, UNDO, STATUS]
+    assert (
+        f"Deploy of registry.example.com/churn:3-0a1b2c3 to staging failed at step '{step}'; "
+        "rolled back to revision 3 (kubectl rollout undo)."
+    ) in process.stderr
+
+
+def test_a_smoke_request_nobody_answers_rolls_back(deployable: Path, tmp_path: Path) -> None:
+    """SMOKE_URL instead of a port-forward: a port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    process, calls = make_deploy(
+        deployable, tmp_path, "TAG=3-0a1b2c3", SMOKE_URL=f"http://127.0.0.1:{closed}"
+    )
+
+    assert process.returncode != 0
+    assert calls == [GET, APPLY, STATUS, UNDO, STATUS]
+    assert f"POST http://127.0.0.1:{closed}/invocations: " in process.stderr
+    assert "failed at step 'smoke request'; rolled back to revision 3" in process.stderr
+
+
+def test_a_failed_first_deploy_has_nothing_to_undo(deployable: Path, tmp_path: Path) -> None:
+    process, calls = make_deploy(
+        deployable, tmp_path, "TAG=3-0a1b2c3", KUBECTL_REVISION="", KUBECTL_FAIL="rollout status"
+    )
+
+    assert process.returncode != 0
+    assert calls == [GET, APPLY, STATUS]
+    assert "failed at step 'rollout status'; nothing to roll back to on a first deploy" in process.stderr
+
+
+def test_deploy_refuses_to_guess_the_image_and_touches_nothing(deployable: Path, tmp_path: Path) -> None:
+    for tag in ([], ["TAG=latest"]):
+        process, calls = make_deploy(deployable, tmp_path, *tag)
+
+        assert process.returncode != 0
+        assert calls == []
+        assert "Name the image to deploy: make deploy ENV=staging TAG=<tag>" in process.stderr
+
+
+def test_deploy_script_passes_shellcheck(deployable: Path) -> None:
+    process = subprocess.run(
+        [tool("shellcheck"), "scripts/deploy.sh"], cwd=deployable, capture_output=True, text=True, check=False
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
 
 
 def test_compose_stack_is_valid_healthy_ordered_and_holds_no_secret(cookies: Cookies) -> None:
