@@ -25,6 +25,9 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "{{cookiecutter.project_slug}}"
 MODULE = f"{PROJECT}/src/{{{{cookiecutter.module_name}}}}"
+DEPLOYMENT = f"{PROJECT}/deploy/k8s/base/deployment.yaml"
+# The Deployment's pod run on the Docker engine (bakes, trains and builds the image: minutes).
+POD_TEST = ("tests/test_docker.py", "-k", "pod_spec")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,22 @@ CATALOGUE = [
     Mutant("host-stack-no-tracking", "deploy", f"{PROJECT}/compose.host.yaml",
            "    - tracking:127.0.0.1\n", "",
            "template", ("tests/test_static.py", "-k", "compose")),
+    # The pod spec, run on the engine as the kubelet would run it (the docker tier).
+    Mutant("pod-probe-path", "deploy", DEPLOYMENT,
+           "          livenessProbe:\n            httpGet:\n              path: /health\n",
+           "          livenessProbe:\n            httpGet:\n              path: /healthz\n",
+           "template", POD_TEST),
+    Mutant("pod-container-port", "deploy", DEPLOYMENT,
+           "containerPort: 8080", "containerPort: 8000", "template", POD_TEST),
+    Mutant("pod-no-tmp-mount", "deploy", DEPLOYMENT,
+           "          volumeMounts:\n            - name: tmp\n              mountPath: /tmp\n", "",
+           "template", POD_TEST),
+    Mutant("pod-memory-64mi", "deploy", DEPLOYMENT,
+           'memory: 512Mi\n            limits:\n              cpu: "2"\n              memory: 1Gi',
+           'memory: 64Mi\n            limits:\n              cpu: "2"\n              memory: 64Mi',
+           "template", POD_TEST),
+    Mutant("pod-uid-0", "deploy", DEPLOYMENT,
+           "runAsUser: 10001", "runAsUser: 0", "template", POD_TEST),
     Mutant("tune-on-all-rows", "generated code", f"{MODULE}/jobs/tune.py",
            "config, client, parent, parts.x_train, parts.y_train, study_name, interruption",
            "config, client, parent, dataset.features, dataset.target, study_name, interruption",

@@ -20,14 +20,17 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import (
     DEFAULTS_ONLY,
     TEMPLATE,
@@ -115,9 +118,14 @@ def test_image_runs_as_a_fixed_non_root_user(container: tuple[str, str]) -> None
     assert docker("exec", container[0], "id", "-u") == "10001"
 
 
-def test_image_serves_exactly_the_models_predictions(project: Path, container: tuple[str, str]) -> None:
-    columns, rows = sample(project, 8)
-    payload = {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in rows]}}
+def sample_payload(project: Path, rows: int) -> dict[str, Any]:
+    """The first rows of the project's sample data, as a `dataframe_split` request."""
+    columns, data = sample(project, rows)
+    return {"dataframe_split": {"columns": columns, "data": [[float(v) for v in r] for r in data]}}
+
+
+def local_predictions(project: Path, payload: dict[str, Any]) -> list[Any]:
+    """What the baked model (build/model) predicts for `payload`, in the project's own environment."""
     script = (
         "import json, sys, mlflow.pyfunc, pandas as pd\n"
         "payload = json.load(sys.stdin)['dataframe_split']\n"
@@ -129,11 +137,16 @@ def test_image_serves_exactly_the_models_predictions(project: Path, container: t
         ["uv", "run", "--locked", "python", "-c", script],
         cwd=project, env=clean_env(), input=json.dumps(payload), capture_output=True, text=True, check=True,
     )  # fmt: skip
+    return list(json.loads(local.stdout.strip().splitlines()[-1]))
+
+
+def test_image_serves_exactly_the_models_predictions(project: Path, container: tuple[str, str]) -> None:
+    payload = sample_payload(project, 8)
 
     status, answer = http(f"{container[1]}/invocations", json.dumps(payload).encode())
 
     assert status == 200, answer
-    assert answer["predictions"] == json.loads(local.stdout.strip().splitlines()[-1])
+    assert answer["predictions"] == local_predictions(project, payload)
 
 
 # Version 1's labels as the registry and its run give them, read in the project itself.
@@ -439,3 +452,357 @@ def test_stack_trains_serves_and_keeps_its_runs_and_champion_across_a_restart(
     assert after_down == {}
     assert after == before
     assert served_again["model_version"] == "1"
+
+
+# ---- The pod spec, run for real: deploy/k8s/base/deployment.yaml's container, as the kubelet runs it.
+#
+# No Kubernetes control plane runs here (kube-apiserver is in no package registry CI
+# reaches), so the test does the kubelet's part on the engine: every flag of `docker run`
+# comes from the manifest (user, read-only root with its emptyDir mounts, capabilities,
+# limits, environment, ports), the probes run with the manifest's paths, ports and
+# timings, the port and path of the Prometheus annotations are scraped, and SIGTERM must
+# stop the container within terminationGracePeriodSeconds. A field the test cannot run
+# fails it, naming the field: the manifest never says more than this test proves. What
+# only a cluster proves (scheduling, the Service's routing, NetworkPolicy, the HPA, the
+# kubelet's own clock) is in DEVELOPERS.md.
+
+# The kubelet's defaults for the fields of a probe and of a pod.
+PROBE_DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3}
+PROBE_FIELDS = {"httpGet", "successThreshold", *PROBE_DEFAULTS}
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+GRACE_DEFAULT_S = 30
+# The fields the test runs; scheduling fields mean nothing on one engine (a cluster's
+# part). Any other field of the pod, its container or a security context fails the test.
+POD_FIELDS = {"containers", "volumes", "securityContext", "terminationGracePeriodSeconds",
+              "automountServiceAccountToken"}  # fmt: skip
+SCHEDULING_FIELDS = {"affinity", "nodeSelector", "tolerations", "topologySpreadConstraints",
+                     "priorityClassName", "serviceAccountName"}  # fmt: skip
+CONTAINER_FIELDS = {"name", "image", "imagePullPolicy", "ports", "env", "resources", "securityContext",
+                    "volumeMounts", *PROBES}  # fmt: skip
+SECURITY_FIELDS = {"runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "supplementalGroups",
+                   "seccompProfile", "allowPrivilegeEscalation", "readOnlyRootFilesystem",
+                   "capabilities"}  # fmt: skip
+# Kubernetes' quantities (resources, sizeLimit): the suffixes a manifest uses.
+QUANTITY = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+# The downward API here (env valueFrom.fieldRef); a secret's or a config map's key gets a test value.
+FIELD_REFS = {"metadata.name": "pod-test", "metadata.namespace": "default", "status.podIP": "127.0.0.1",
+              "status.hostIP": "127.0.0.1", "spec.nodeName": "node-test"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pod:
+    """The Deployment's pod template, as the kubelet reads it for its one container."""
+
+    spec: dict[str, Any]
+    container: dict[str, Any]
+    annotations: dict[str, str]
+
+    @property
+    def security(self) -> dict[str, Any]:
+        """The container's security context over the pod's, field by field, as Kubernetes merges them."""
+        return {**self.spec.get("securityContext", {}), **self.container.get("securityContext", {})}
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(port["containerPort"]) for port in self.container.get("ports", [])]
+
+    @property
+    def grace(self) -> int:
+        return int(self.spec.get("terminationGracePeriodSeconds", GRACE_DEFAULT_S))
+
+    def port(self, port: int | str) -> int:
+        """A probe's or a Service's port: a number, or the name of one of the container's ports."""
+        if isinstance(port, int):
+            return port
+        named = {p["name"]: p["containerPort"] for p in self.container.get("ports", []) if "name" in p}
+        assert port in named, f"deployment.yaml: port {port!r} names none of the container's ports {named}"
+        return int(named[port])
+
+    def limit(self, resource: str) -> float | None:
+        limits = self.container.get("resources", {}).get("limits", {})
+        return quantity(limits[resource]) if resource in limits else None
+
+
+def quantity(value: str | float) -> float:
+    """A Kubernetes quantity (`512Mi`, `500m`, `2`) as a number."""
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value))
+    assert match and match[2] in QUANTITY, f"deployment.yaml: {value!r} is not a quantity this test reads"
+    return float(match[1]) * QUANTITY[match[2]]
+
+
+def only_known(fields: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(fields) - known)
+    assert not unknown, (
+        f"deployment.yaml: {where} has {unknown}, which the pod test (tests/test_docker.py) does not "
+        "run: teach it to, or the manifest says more than the tests prove"
+    )
+
+
+def pod_template(project: Path) -> Pod:
+    """The pod template of the project's Deployment, refused if it holds a field the test cannot run."""
+    manifest = yaml.safe_load((project / "deploy" / "k8s" / "base" / "deployment.yaml").read_text())
+    template = manifest["spec"]["template"]
+    spec = template["spec"]
+    assert len(spec["containers"]) == 1, "the pod test runs a pod of one container"
+    pod = Pod(spec, spec["containers"][0], template["metadata"].get("annotations", {}))
+    only_known(spec, POD_FIELDS | SCHEDULING_FIELDS, "the pod spec")
+    only_known(pod.container, CONTAINER_FIELDS, "the container")
+    only_known(pod.security, SECURITY_FIELDS, "the security context")
+    for name in PROBES:
+        assert name in pod.container, f"deployment.yaml: the container has no {name}"
+        only_known(pod.container[name], PROBE_FIELDS, name)
+    return pod
+
+
+def kubelet_refusal(pod: Pod, image: str) -> str | None:
+    """Why the kubelet would refuse to start the container as root (runAsNonRoot), or None."""
+    security = pod.security
+    if not security.get("runAsNonRoot"):
+        return "runAsNonRoot is not true: nothing stops an image or a spec that runs as root"
+    user = security.get("runAsUser", docker("image", "inspect", "--format", "{{.Config.User}}", image))
+    uid = str(user).split(":")[0]
+    if not uid.isdigit() or int(uid) == 0:
+        return f"runAsNonRoot with user {user!r}: the kubelet refuses to start it (uid 0, or not a number)"
+    return None
+
+
+def user_flags(pod: Pod) -> list[str]:
+    """User, groups, capabilities and privileges of the security context."""
+    security = pod.security
+    flags = []
+    if "runAsUser" in security:
+        group = f":{security['runAsGroup']}" if "runAsGroup" in security else ""
+        flags += ["--user", f"{security['runAsUser']}{group}"]
+    for group in [
+        *([security["fsGroup"]] if "fsGroup" in security else []),
+        *security.get("supplementalGroups", []),
+    ]:
+        flags += ["--group-add", str(group)]
+    capabilities = security.get("capabilities", {})
+    flags += [f"--cap-drop={name}" for name in capabilities.get("drop", [])]
+    flags += [f"--cap-add={name}" for name in capabilities.get("add", [])]
+    if security.get("allowPrivilegeEscalation") is False:
+        flags += ["--security-opt", "no-new-privileges"]
+    # The engine's default seccomp profile is the kubelet's RuntimeDefault (unset, the
+    # kubelet would run unconfined: stricter here, never looser).
+    seccomp = security.get("seccompProfile", {}).get("type", "RuntimeDefault")
+    assert seccomp == "RuntimeDefault", f"deployment.yaml: the pod test does not run seccompProfile {seccomp}"
+    return flags
+
+
+def filesystem_flags(pod: Pod) -> list[str]:
+    """A read-only root, and a tmpfs at each emptyDir mount: nothing else is writable."""
+    flags = ["--read-only"] if pod.security.get("readOnlyRootFilesystem") else []
+    volumes = {volume["name"]: volume for volume in pod.spec.get("volumes", [])}
+    for mount in pod.container.get("volumeMounts", []):
+        only_known(mount, {"name", "mountPath", "readOnly"}, f"volumeMount {mount['name']}")
+        volume = volumes.get(mount["name"])
+        assert volume is not None, f"deployment.yaml: volumeMount {mount['name']} names no volume of the pod"
+        only_known(volume, {"name", "emptyDir"}, f"volume {mount['name']} (only emptyDir runs here)")
+        empty = volume["emptyDir"] or {}
+        # An emptyDir is an empty, world-writable folder, files in it executable. Here it
+        # is a tmpfs whatever its medium: its files count in the memory limit, as a
+        # `medium: Memory` one's do on a node (stricter than a node's disk).
+        options = ["exec", "mode=1777", *(["ro"] if mount.get("readOnly") else [])]
+        size = empty.get("sizeLimit") or (pod.limit("memory") if empty.get("medium") == "Memory" else None)
+        if size is not None:
+            options.append(f"size={int(quantity(size))}")
+        flags += ["--tmpfs", f"{mount['mountPath']}:{','.join(options)}"]
+    return flags
+
+
+def resource_flags(pod: Pod) -> list[str]:
+    """The limits, after the API server's own rule: no request above its limit."""
+    resources = pod.container.get("resources", {})
+    for name, request in resources.get("requests", {}).items():
+        limit = resources.get("limits", {}).get(name)
+        assert limit is None or quantity(request) <= quantity(limit), (
+            f"deployment.yaml: requests.{name} {request} exceeds limits.{name} {limit}: the API refuses it"
+        )
+    flags = []
+    if (memory := pod.limit("memory")) is not None:
+        flags += ["--memory", f"{int(memory)}b", "--memory-swap", f"{int(memory)}b"]  # no swap, as on a node
+    if (cpu := pod.limit("cpu")) is not None:
+        # The engine refuses more CPUs than it has; a node would only throttle less.
+        flags += ["--cpus", f"{min(cpu, float(docker('info', '--format', '{{.NCPU}}'))):g}"]
+    return flags
+
+
+def env_flags(pod: Pod) -> list[str]:
+    """The container's environment; values from secrets, config maps and fields get test values."""
+    flags = []
+    for variable in pod.container.get("env", []):
+        source = variable.get("valueFrom")
+        if source is None:
+            value = str(variable.get("value", ""))
+        elif "fieldRef" in source:
+            value = FIELD_REFS.get(source["fieldRef"]["fieldPath"], "test")
+        else:
+            reference = source.get("secretKeyRef") or source.get("configMapKeyRef")
+            assert reference, f"deployment.yaml: env {variable['name']}: the pod test does not run {source}"
+            value = f"test-{reference['key']}"
+        flags += ["--env", f"{variable['name']}={value}"]
+    return flags
+
+
+def run_pod(pod: Pod, image: str) -> tuple[str, float]:
+    """`docker run` with the manifest's flags, on the host's network; the container's id and start."""
+    refusal = kubelet_refusal(pod, image)
+    assert refusal is None, f"deployment.yaml: {refusal}"
+    busy = [port for port in pod.ports if listening(port)]
+    if busy:
+        pytest.fail(f"The pod runs on the host's network, on ports {busy} of 127.0.0.1, which are taken")
+    flags = [*user_flags(pod), *filesystem_flags(pod), *resource_flags(pod), *env_flags(pod)]
+    return docker("run", "--detach", "--network", "host", *flags, image), time.monotonic()
+
+
+def container_logs(container_id: str) -> str:
+    logs = subprocess.run(["docker", "logs", container_id], capture_output=True, text=True, check=False)
+    return (logs.stdout + logs.stderr)[-5000:]
+
+
+def probe(pod: Pod, name: str) -> tuple[bool, str]:
+    """One probe as the kubelet sends it: success is a status from 200 to 399 within timeoutSeconds."""
+    spec = {**PROBE_DEFAULTS, **pod.container[name]}
+    get = spec["httpGet"]
+    only_known(get, {"path", "port", "scheme", "httpHeaders"}, f"{name}.httpGet")
+    url = f"{get.get('scheme', 'HTTP').lower()}://127.0.0.1:{pod.port(get['port'])}{get.get('path', '/')}"
+    headers = {"User-Agent": "kube-probe", **{h["name"]: h["value"] for h in get.get("httpHeaders", [])}}
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=spec["timeoutSeconds"]) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except OSError as error:  # refused, or no answer within timeoutSeconds
+        return False, f"{name}: GET {url}: {error}"
+    return 200 <= status < 400, f"{name}: GET {url} -> {status}"
+
+
+def still_running(container_id: str, pod: Pod) -> None:
+    """Fail at once, saying why, if the container has stopped."""
+    state = json.loads(docker("inspect", "--format", "{{json .State}}", container_id))
+    if state["Running"]:
+        return
+    limit = pod.container.get("resources", {}).get("limits", {}).get("memory")
+    cause = (
+        f"was OOM-killed: resources.limits.memory ({limit}) is below what the server and its model need"
+        if state["OOMKilled"]
+        else f"exited {state['ExitCode']}"
+    )
+    pytest.fail(f"The container {cause}, before its startupProbe passed:\n{container_logs(container_id)}")
+
+
+def sleep_until(moment: float) -> None:
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def started_up(container_id: str, pod: Pod, started: float) -> float:
+    """Probe as the kubelet does until the startupProbe passes; the seconds it took.
+
+    Probes at initialDelaySeconds + k x periodSeconds; failureThreshold failures in a
+    row (a window of initialDelaySeconds + periodSeconds x failureThreshold) and the
+    kubelet kills the container.
+    """
+    spec = {**PROBE_DEFAULTS, **pod.container["startupProbe"]}
+    said = ""
+    for attempt in range(spec["failureThreshold"]):
+        sleep_until(started + spec["initialDelaySeconds"] + attempt * spec["periodSeconds"])
+        still_running(container_id, pod)
+        passed, said = probe(pod, "startupProbe")
+        if passed:
+            return time.monotonic() - started
+    window = spec["initialDelaySeconds"] + spec["periodSeconds"] * spec["failureThreshold"]
+    pytest.fail(
+        f"The startupProbe failed {spec['failureThreshold']} times in a row, {window} s after the start: "
+        f"the kubelet would kill the container. Last: {said}\n{container_logs(container_id)}"
+    )
+
+
+def probed(container_id: str, pod: Pod, name: str, started: float) -> None:
+    """The first probe of `name`, once the startup probe passed and its own initial delay is over."""
+    sleep_until(started + pod.container[name].get("initialDelaySeconds", 0))
+    passed, said = probe(pod, name)
+    outcome = "restart the container" if name == "livenessProbe" else "send it no traffic"
+    assert passed, f"{said}: the kubelet would {outcome}\n{container_logs(container_id)}"
+
+
+def service_port(project: Path, pod: Pod) -> int:
+    """The container port the Service sends its traffic to (its targetPort)."""
+    service = yaml.safe_load((project / "deploy" / "k8s" / "service.yaml").read_text())
+    [port] = service["spec"]["ports"]
+    return pod.port(port.get("targetPort", port["port"]))
+
+
+def scrape(pod: Pod) -> str:
+    """GET the port and path that the pod's Prometheus annotations declare."""
+    annotations = pod.annotations
+    assert annotations.get("prometheus.io/scrape") == "true", "the pod template does not ask to be scraped"
+    scheme = annotations.get("prometheus.io/scheme", "http")
+    path = annotations.get("prometheus.io/path", "/metrics")
+    url = f"{scheme}://127.0.0.1:{annotations['prometheus.io/port']}{path}"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def process_ids(container_id: str) -> tuple[int, int]:
+    """The real uid and gid of the container's first process (the server), from /proc."""
+    status = docker("exec", container_id, "cat", "/proc/1/status").splitlines()
+    ids = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("Uid:", "Gid:"))}
+    return ids["Uid"], ids["Gid"]
+
+
+def terminated(container_id: str, grace: int) -> tuple[float, str]:
+    """SIGTERM, then wait up to the grace period as the kubelet does; the seconds taken, the exit code."""
+    started = time.monotonic()
+    docker("kill", "--signal", "TERM", container_id)
+    try:
+        waited = subprocess.run(
+            ["docker", "wait", container_id], capture_output=True, text=True, timeout=grace, check=True
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"The container still ran {grace} s after SIGTERM (terminationGracePeriodSeconds): "
+            f"the kubelet would kill it\n{container_logs(container_id)}"
+        )
+    return time.monotonic() - started, waited.stdout.strip()
+
+
+def counted(metrics: str, name: str, labels: dict[str, str]) -> float:
+    """The value of the series `name` whose labels include `labels` (in any order), else 0."""
+    for line in metrics.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.startswith(f"{name}{{") and all(f'{k}="{v}"' in series for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+@DEFAULTS_ONLY
+def test_the_pod_spec_runs_on_the_engine_as_the_kubelet_would_run_it(project: Path, image: str) -> None:
+    pod = pod_template(project)
+    payload = sample_payload(project, 8)
+    container_id, started = run_pod(pod, image)
+    try:
+        started_up(container_id, pod, started)
+        for name in ("readinessProbe", "livenessProbe"):
+            probed(container_id, pod, name, started)
+        unbound = [port for port in pod.ports if not listening(port)]
+        uid, gid = process_ids(container_id)
+        url = f"http://127.0.0.1:{service_port(project, pod)}/invocations"
+        status, answer = http(url, json.dumps(payload).encode())
+        metrics = scrape(pod)
+        stopped_in, exit_code = terminated(container_id, pod.grace)
+        logs = container_logs(container_id)
+    finally:
+        subprocess.run(["docker", "rm", "--force", container_id], capture_output=True, check=False)
+
+    assert not unbound, f"deployment.yaml: containerPort {unbound}, where the server does not listen"
+    assert uid == pod.security.get("runAsUser"), f"the server runs as uid {uid}, not the manifest's runAsUser"
+    assert gid == pod.security.get("runAsGroup", gid), f"the server runs as gid {gid}, not its runAsGroup"
+    assert uid != 0
+    assert status == 200, answer
+    assert answer["predictions"] == local_predictions(project, payload)
+    assert counted(metrics, "http_requests_total", {"route": "/invocations", "status": "200"}) == 1, metrics
+    assert re.search(r"^serving_ready 1\.0$", metrics, re.MULTILINE), metrics
+    assert exit_code == "0", f"exit {exit_code} on SIGTERM\n{logs}"
+    assert stopped_in < pod.grace

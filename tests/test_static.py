@@ -683,6 +683,7 @@ def test_k8s_manifests_scale_the_image_safely(rendered_k8s: tuple[Path, dict[str
 
     assert deployment["spec"]["replicas"] >= 2
     assert container["image"] == "registry.example.com/churn:3-0a1b2c3"  # lowercase, as registries want
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert {"requests", "limits"} <= set(container["resources"])
