@@ -494,7 +494,8 @@ def test_github_workflows_are_pinned_least_privilege_and_cancel_superseded_runs(
     assert runs == [f"make {step}" for step in steps]
     assert image["env"]["MLFLOW_TRACKING_URI"] == "${{ secrets.MLFLOW_TRACKING_URI }}"
     assert image["env"]["MODEL_VERSION"] == "${{ inputs.version }}"
-    [sbom] = [step for step in image["steps"] if "upload-artifact" in step.get("uses", "")]
+    uploads = [step for step in image["steps"] if "upload-artifact" in step.get("uses", "")]
+    [sbom] = [step for step in uploads if step["with"]["name"] == "sbom"]
     assert sbom["with"]["path"] == "sbom.cdx.json"
 
 
@@ -505,7 +506,10 @@ def test_github_deploys_each_release_to_staging_then_production_on_approval(cook
     jobs = deploy["jobs"]
 
     # release.yml hands deploy.yml what it pushed, then calls it.
-    [upload] = [s for s in release["jobs"]["image"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    [upload] = [
+        s for s in release["jobs"]["image"]["steps"]
+        if "upload-artifact" in s.get("uses", "") and s["with"]["name"] == "release"
+    ]  # fmt: skip
     assert upload["with"]["name"] == "release"
     assert upload["with"]["path"].split() == RELEASE_ARTIFACTS
     assert release["jobs"]["deploy"] == {
