@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "{{cookiecutter.project_slug}}"
@@ -218,10 +219,19 @@ TESTS_FAILED = 1
 
 
 def tests_fail(command: list[str], cwd: Path, output: IO[str], env: dict[str, str], log: Path) -> bool:
-    """Run a pytest command: True if its tests ran and failed, False if they passed."""
+    """Run a pytest command: True if its tests ran and failed, False if they passed.
+
+    pytest exits 1 for an error in a fixture too (a bake whose own suite fails, an image
+    that does not build), which says nothing about the mutant: only a test that failed
+    (a <failure> in the JUnit report) catches it.
+    """
+    report = log.with_suffix(".xml")
+    command = [*command, f"--junitxml={report}"]
     status = subprocess.run(command, cwd=cwd, stdout=output, stderr=output, env=env).returncode
     if status not in (0, TESTS_FAILED):
         raise SystemExit(f"pytest exited {status} (not a test failure): see {log}")
+    if status == TESTS_FAILED and ElementTree.parse(report).find(".//testcase/failure") is None:
+        raise SystemExit(f"a fixture failed, no test did (not a test failure): see {log}")
     return status == TESTS_FAILED
 
 
