@@ -219,20 +219,28 @@ TESTS_FAILED = 1
 
 
 def tests_fail(command: list[str], cwd: Path, output: IO[str], env: dict[str, str], log: Path) -> bool:
-    """Run a pytest command: True if its tests ran and failed, False if they passed.
-
-    pytest exits 1 for an error in a fixture too (a bake whose own suite fails, an image
-    that does not build), which says nothing about the mutant: only a test that failed
-    (a <failure> in the JUnit report) catches it.
-    """
-    report = log.with_suffix(".xml")
-    command = [*command, f"--junitxml={report}"]
+    """Run a pytest command: True if its tests ran and failed, False if they passed."""
     status = subprocess.run(command, cwd=cwd, stdout=output, stderr=output, env=env).returncode
     if status not in (0, TESTS_FAILED):
         raise SystemExit(f"pytest exited {status} (not a test failure): see {log}")
-    if status == TESTS_FAILED and ElementTree.parse(report).find(".//testcase/failure") is None:
-        raise SystemExit(f"a fixture failed, no test did (not a test failure): see {log}")
     return status == TESTS_FAILED
+
+
+def template_tests_fail(
+    command: list[str], cwd: Path, output: IO[str], env: dict[str, str], log: Path
+) -> bool:
+    """`tests_fail` for the template's tests, where only a test that failed catches the mutant.
+
+    Their fixtures bake, install, run a bake's own suite and build images: one that fails
+    (a flaky own suite on a loaded machine, an image that does not build) exits 1 too,
+    and says nothing about the mutant. A project's fixtures run the code under test, so
+    there an error in one does catch it.
+    """
+    report = log.with_suffix(".xml")
+    failed = tests_fail([*command, f"--junitxml={report}"], cwd, output, env, log)
+    if failed and ElementTree.parse(report).find(".//testcase/failure") is None:
+        raise SystemExit(f"a fixture failed, no test did (not a test failure): see {log}")
+    return failed
 
 
 def caught(mutant: Mutant, template: Path, log: Path) -> bool:
@@ -241,7 +249,7 @@ def caught(mutant: Mutant, template: Path, log: Path) -> bool:
     with log.open("w") as output:
         if mutant.where == "template":
             command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests]
-            return tests_fail(command, template, output, env, log)
+            return template_tests_fail(command, template, output, env, log)
         from cookiecutter.main import cookiecutter
 
         project = Path(cookiecutter(str(template), no_input=True, output_dir=str(template.parent / "bake")))
