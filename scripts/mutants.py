@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "{{cookiecutter.project_slug}}"
@@ -242,13 +243,30 @@ def tests_fail(command: list[str], cwd: Path, output: IO[str], env: dict[str, st
     return status == TESTS_FAILED
 
 
+def template_tests_fail(
+    command: list[str], cwd: Path, output: IO[str], env: dict[str, str], log: Path
+) -> bool:
+    """`tests_fail` for the template's tests, where only a test that failed catches the mutant.
+
+    Their fixtures bake, install, run a bake's own suite and build images: one that fails
+    (a flaky own suite on a loaded machine, an image that does not build) exits 1 too,
+    and says nothing about the mutant. A project's fixtures run the code under test, so
+    there an error in one does catch it.
+    """
+    report = log.with_suffix(".xml")
+    failed = tests_fail([*command, f"--junitxml={report}"], cwd, output, env, log)
+    if failed and ElementTree.parse(report).find(".//testcase/failure") is None:
+        raise SystemExit(f"a fixture failed, no test did (not a test failure): see {log}")
+    return failed
+
+
 def caught(mutant: Mutant, template: Path, log: Path) -> bool:
     """Run the mutant's tests; True if they fail."""
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}}
     with log.open("w") as output:
         if mutant.where == "template":
             command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutant.tests]
-            return tests_fail(command, template, output, env, log)
+            return template_tests_fail(command, template, output, env, log)
         from cookiecutter.main import cookiecutter
 
         project = Path(cookiecutter(str(template), no_input=True, output_dir=str(template.parent / "bake")))

@@ -484,6 +484,8 @@ SECURITY_FIELDS = {"runAsNonRoot", "runAsUser", "runAsGroup", "fsGroup", "supple
                    "capabilities"}  # fmt: skip
 # Kubernetes' quantities (resources, sizeLimit): the suffixes a manifest uses.
 QUANTITY = {"": 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+# The manifests, in the bake.
+K8S = Path("deploy", "k8s", "base")
 # The downward API here (env valueFrom.fieldRef); a secret's or a config map's key gets a test value.
 FIELD_REFS = {"metadata.name": "pod-test", "metadata.namespace": "default", "status.podIP": "127.0.0.1",
               "status.hostIP": "127.0.0.1", "spec.nodeName": "node-test"}  # fmt: skip
@@ -540,7 +542,7 @@ def only_known(fields: dict[str, Any], known: set[str], where: str) -> None:
 
 def pod_template(project: Path) -> Pod:
     """The pod template of the project's Deployment, refused if it holds a field the test cannot run."""
-    manifest = yaml.safe_load((project / "deploy" / "k8s" / "base" / "deployment.yaml").read_text())
+    manifest = yaml.safe_load((project / K8S / "deployment.yaml").read_text())
     template = manifest["spec"]["template"]
     spec = template["spec"]
     assert len(spec["containers"]) == 1, "the pod test runs a pod of one container"
@@ -559,8 +561,11 @@ def kubelet_refusal(pod: Pod, image: str) -> str | None:
     security = pod.security
     if not security.get("runAsNonRoot"):
         return "runAsNonRoot is not true: nothing stops an image or a spec that runs as root"
-    user = security.get("runAsUser", docker("image", "inspect", "--format", "{{.Config.User}}", image))
-    uid = str(user).split(":")[0]
+    if "runAsUser" in security:
+        user = str(security["runAsUser"])
+    else:  # the image's USER
+        user = docker("image", "inspect", "--format", "{{.Config.User}}", image)
+    uid = user.split(":")[0]
     if not uid.isdigit() or int(uid) == 0:
         return f"runAsNonRoot with user {user!r}: the kubelet refuses to start it (uid 0, or not a number)"
     return None
@@ -729,7 +734,7 @@ def probed(container_id: str, pod: Pod, name: str, started: float) -> None:
 
 def service_port(project: Path, pod: Pod) -> int:
     """The container port the Service sends its traffic to (its targetPort)."""
-    service = yaml.safe_load((project / "deploy" / "k8s" / "service.yaml").read_text())
+    service = yaml.safe_load((project / K8S / "service.yaml").read_text())
     [port] = service["spec"]["ports"]
     return pod.port(port.get("targetPort", port["port"]))
 
