@@ -205,6 +205,11 @@ CATALOGUE = [
            "    needs: staging\n    runs-on: ubuntu-24.04\n    environment: production\n",
            "    needs: staging\n    runs-on: ubuntu-24.04\n",
            "template", ("tests/test_static.py", "-k", "github_deploys")),
+    # A canary judged by the serving alerts' thresholds, not looser ones.
+    Mutant("analysis-threshold", "deploy", f"{PROJECT}/deploy/k8s/argo/analysis.yaml",
+           "successCondition: isNaN(result[0]) || result[0] <= 0.01",
+           "successCondition: isNaN(result[0]) || result[0] <= 0.1",
+           "template", ("tests/test_static.py", "-k", "argo_analysis")),
     Mutant("production-automatic", "CI", f"{PROJECT}/.gitlab-ci.yml",
            "    - if: $CI_COMMIT_TAG\n      when: manual\n", "    - if: $CI_COMMIT_TAG\n",
            "template", ("tests/test_static.py", "-k", "gitlab_deploys")),

@@ -45,6 +45,9 @@ BASE_FILES = {
     "deploy/prometheus/prometheus.yml",
     "deploy/prometheus/rules.yml",
     "deploy/prometheus/rules_test.yml",
+    "deploy/k8s/argo/analysis.yaml",
+    "deploy/k8s/argo/kustomization.yaml",
+    "deploy/k8s/argo/rollout.yaml",
     "deploy/k8s/base/deployment.yaml",
     "deploy/k8s/base/hpa.yaml",
     "deploy/k8s/base/kustomization.yaml",
@@ -529,7 +532,12 @@ def test_github_deploys_each_release_to_staging_then_production_on_approval(cook
         assert job["environment"] == name
         assert job["permissions"] == {"contents": "read"}
         assert job["concurrency"] == {"group": f"deploy-{name}", "cancel-in-progress": False}
-        assert job["env"]["KUBECONFIG_DATA"] == "${{ secrets.KUBECONFIG }}"
+        assert job["env"] == {"IMAGE": "ghcr.io/${{ github.repository }}"}
+        # The cluster's credentials reach the deploy step alone.
+        assert [step.get("env") for step in job["steps"] if "run" in step] == [
+            None,
+            {"KUBECONFIG_DATA": "${{ secrets.KUBECONFIG }}"},
+        ]
         assert download["with"] == {"name": "release", "path": "build"}
         assert runs == ["make install", f"make deploy ENV={name}"]
         assert (project / "deploy" / "k8s" / "overlays" / name).is_dir()
@@ -1047,6 +1055,106 @@ def test_every_grafana_query_parses(tmp_path: Path, cookies: Cookies) -> None:
     assert process.returncode == 0, process.stdout + process.stderr
     assert len(queries) >= 10
     assert all("$__" not in query for query in queries)  # Grafana's variables would not parse
+
+
+# The Argo Rollouts analysis: each metric and the serving alert whose expression it reuses.
+ANALYSIS_ALERTS = {"error-ratio": "ServingErrors", "p99-latency": "SlowPredictions"}
+
+
+def promql(text: str) -> str:
+    """A query without its whitespace, to compare two spellings of it."""
+    return re.sub(r"\s+", "", text)
+
+
+def test_argo_analysis_reuses_the_serving_alerts_for_the_worst_pod(tmp_path: Path, cookies: Cookies) -> None:
+    require_tier("static", which("promtool"))
+    project = bake(cookies)
+    argo = project / "deploy" / "k8s" / "argo"
+    metrics = yaml.safe_load((argo / "analysis.yaml").read_text())["spec"]["metrics"]
+    groups = yaml.safe_load((project / "deploy" / "prometheus" / "rules.yml").read_text())["groups"]
+    alerts = {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+    queries = {}
+    for metric in metrics:
+        body, threshold = alerts[ANALYSIS_ALERTS[metric["name"]]].rsplit(">", 1)
+        queries[metric["name"]] = metric["provider"]["prometheus"]["query"]
+        # The alert's expression over the worst pod, at the alert's threshold; no series yet: 0.
+        assert promql(queries[metric["name"]]) == promql(f"max({body}) or vector(0)")
+        assert metric["successCondition"] == f"isNaN(result[0]) || result[0] <= {threshold.strip()}"
+    assert set(queries) == set(ANALYSIS_ALERTS)
+    # Pod a answers all in 0.1 s; pod b, the canary, fails 5 % and answers in 0.25 to 1 s.
+    series = [
+        ('http_requests_total{job="s", instance="a", route="/invocations", status="200"}', "0+600x10"),
+        ('http_requests_total{job="s", instance="b", route="/invocations", status="200"}', "0+570x10"),
+        ('http_requests_total{job="s", instance="b", route="/invocations", status="500"}', "0+30x10"),
+        *[(f'http_request_duration_seconds_bucket{{job="s", instance="a", route="/invocations", le="{le}"}}',
+           "0+600x10") for le in ("0.1", "0.25", "1", "+Inf")],
+        *[(f'http_request_duration_seconds_bucket{{job="s", instance="b", route="/invocations", le="{le}"}}',
+           f"0+{count}x10") for le, count in (("0.1", 0), ("0.25", 0), ("1", 600), ("+Inf", 600))],
+    ]  # fmt: skip
+    worst = {"error-ratio": 0.05, "p99-latency": 0.25 + 0.75 * 0.99}
+    unit = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": name, "values": values} for name, values in series],
+                "promql_expr_test": [
+                    {
+                        "expr": queries[name],
+                        "eval_time": "10m",
+                        "exp_samples": [{"labels": "{}", "value": value}],
+                    }
+                    for name, value in worst.items()
+                ],
+            },
+            {
+                "interval": "1m",
+                "input_series": [],
+                "promql_expr_test": [
+                    {"expr": query, "eval_time": "10m", "exp_samples": [{"labels": "{}", "value": 0}]}
+                    for query in queries.values()
+                ],
+            },
+        ],
+    }
+    (tmp_path / "analysis_test.yml").write_text(yaml.safe_dump(unit))
+
+    process = subprocess.run(
+        ["promtool", "test", "rules", "analysis_test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+
+    assert process.returncode == 0, process.stdout + process.stderr
+
+
+def test_argo_rollout_takes_the_deployment_s_pods_and_its_autoscaler(
+    rendered_k8s: tuple[Path, dict[str, Manifests]],
+) -> None:
+    """An overlay with `components: [../../argo]`, rendered by kustomize."""
+    project = rendered_k8s[0]
+    overlay = project / "build" / "argo"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../../deploy/k8s/overlays/production]\ncomponents: [../../deploy/k8s/argo]\n"
+    )
+    output = subprocess.run(
+        [tool("kubectl"), "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    ).stdout
+    manifests = {doc["kind"]: doc for doc in yaml.safe_load_all(output) if doc}
+    rollout, analysis = manifests["Rollout"], manifests["AnalysisTemplate"]
+    deployment = manifests["Deployment"]
+
+    assert set(manifests) == set(rendered_k8s[1]["production"]) | {"Rollout", "AnalysisTemplate"}
+    assert rollout["spec"]["workloadRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"],
+        "scaleDown": "progressively",
+    }  # fmt: skip
+    assert rollout["spec"]["selector"] == deployment["spec"]["selector"]
+    assert rollout["spec"]["strategy"]["canary"]["analysis"]["templates"] == [
+        {"templateName": analysis["metadata"]["name"]}
+    ]
+    assert manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "name": rollout["metadata"]["name"],
+    }  # fmt: skip
 
 
 def markdown_tables(text: str) -> list[list[str]]:
