@@ -9,9 +9,9 @@ writes it. The share is a tag of the canary version, so that MLflow's webhook
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 
 from ..config import PROJECT_SLUG
+from .registry import version_by_alias
 
 CANARY = "canary"
 # The canary version's tag: the share of requests it answers, from 0 to 1.
@@ -35,12 +35,9 @@ class CanaryState:
 
 def canary_state(client: MlflowClient, name: str = PROJECT_SLUG) -> CanaryState | None:
     """The canary of model `name`, or None when no rollout is under way."""
-    try:
-        version = client.get_model_version_by_alias(name, CANARY)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in error.message.lower():
-            return None
-        raise
+    version = version_by_alias(client, CANARY, name)
+    if version is None:
+        return None
     try:
         share = float(version.tags.get(SHARE_TAG, 0))
     except ValueError:  # a tag set by hand to something else: no traffic, rather than a guess

@@ -73,10 +73,12 @@ def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelV
     return model_version
 
 
-def version_by_alias(client: MlflowClient, alias: str) -> ModelVersion | None:
-    """Return the version holding `alias`, or None if no version holds it."""
+def version_by_alias(
+    client: MlflowClient, alias: str, name: str = PROJECT_SLUG
+) -> ModelVersion | None:
+    """Return the version of model `name` holding `alias`, or None if no version holds it."""
     try:
-        return client.get_model_version_by_alias(PROJECT_SLUG, alias)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in error.message.lower():
             return None
@@ -151,12 +153,17 @@ def score_version(uri: str, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[s
     return evaluate(model, x, y, task, plots=False).metrics
 
 
-def promote(client: MlflowClient, version: str) -> None:
-    """Make `version` the champion; the champion it replaces becomes `previous-champion`."""
+def existing_version(client: MlflowClient, version: str) -> ModelVersion:
+    """Version `version` of the model; RegistryError saying there is none."""
     try:
-        client.get_model_version(PROJECT_SLUG, version)
+        return client.get_model_version(PROJECT_SLUG, version)
     except MlflowException:
         raise RegistryError(f"Model {PROJECT_SLUG} has no version {version}.") from None
+
+
+def promote(client: MlflowClient, version: str) -> None:
+    """Make `version` the champion; the champion it replaces becomes `previous-champion`."""
+    existing_version(client, version)
     current = version_by_alias(client, CHAMPION)
     if current is not None and str(current.version) == str(version):
         return
@@ -216,10 +223,7 @@ def export_champion(
 def pick_version(client: MlflowClient, version: str | None) -> ModelVersion:
     """`version` of the model, or its champion; RegistryError if there is none."""
     if version is not None:
-        try:
-            return client.get_model_version(PROJECT_SLUG, version)
-        except MlflowException:
-            raise RegistryError(f"Model {PROJECT_SLUG} has no version {version}.") from None
+        return existing_version(client, version)
     champion = version_by_alias(client, CHAMPION)
     if champion is None:
         raise RegistryError(f"Model {PROJECT_SLUG} has no champion yet: run `make train` first.")

@@ -78,10 +78,7 @@ def rollout(
 
 def preconditions(client: MlflowClient, version: str) -> str:
     """The champion's version, if `version` may be rolled out; RolloutError saying why not."""
-    try:
-        client.get_model_version(PROJECT_SLUG, version)
-    except mlflow.exceptions.MlflowException:
-        raise RolloutError(f"Model {PROJECT_SLUG} has no version {version}.") from None
+    registry.existing_version(client, version)
     champion = registry.version_by_alias(client, registry.CHAMPION)
     if champion is None:
         raise RolloutError(f"Model {PROJECT_SLUG} has no champion: promote one first.")
