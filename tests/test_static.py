@@ -121,6 +121,7 @@ BASE_FILES = {
     "src/{module}/settings.py",
     "src/{module}/store/__init__.py",
     "src/{module}/store/canary.py",
+    "src/{module}/store/gate.py",
     "src/{module}/store/registry.py",
     "src/{module}/store/tracking.py",
     "src/{module}/store/versioning.py",

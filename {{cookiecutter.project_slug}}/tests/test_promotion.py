@@ -12,7 +12,7 @@ from {{ cookiecutter.module_name }}.cli import main
 from {{ cookiecutter.module_name }}.config import MODEL_INFO_FILE, PROJECT_SLUG, Config
 from {{ cookiecutter.module_name }}.core.evaluation import is_better
 from {{ cookiecutter.module_name }}.jobs.train import train
-from {{ cookiecutter.module_name }}.store import registry
+from {{ cookiecutter.module_name }}.store import gate, registry
 from {{ cookiecutter.module_name }}.store.registry import TrainResult
 
 
@@ -180,7 +180,7 @@ def server_gone(*args: object, **kwargs: object) -> None:
 
 # Each step after the fit where a tracking server may go away, and the run's status then.
 STEPS = {
-    "gate": (registry, "gate", "FAILED"),
+    "gate": (gate, "decide", "FAILED"),
     "registration": (mlflow, "register_model", "FINISHED"),  # the gate's reason tag with it
     "challenger alias": (MlflowClient, "set_registered_model_alias", "FINISHED"),
     "promotion": (registry, "promote", "FINISHED"),
@@ -196,7 +196,7 @@ def test_a_failure_after_the_fit_leaves_no_usable_version(
     before, aliases_before = versions(client), aliases(client)
     target, name, status = STEPS[step]
     if step == "promotion":  # promotion happens only to a model the gate lets through
-        monkeypatch.setattr(registry, "gate", lambda *a, **k: registry.Decision(True, "better"))
+        monkeypatch.setattr(gate, "decide", lambda *a, **k: registry.Decision(True, "better"))
     monkeypatch.setattr(target, name, server_gone)
 
     with pytest.raises(MlflowException, match="went away"):

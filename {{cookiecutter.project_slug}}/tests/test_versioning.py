@@ -5,6 +5,7 @@ from mlflow import MlflowClient
 
 from {{ cookiecutter.module_name }}.config import Config
 from {{ cookiecutter.module_name }}.core.data import fingerprint, load, split
+from {{ cookiecutter.module_name }}.store import gate as promotion_gate
 from {{ cookiecutter.module_name }}.store import registry
 from {{ cookiecutter.module_name }}.store.registry import TrainResult
 from {{ cookiecutter.module_name }}.store.versioning import (
@@ -73,7 +74,9 @@ def gate(config: Config, not_reproducible: str | None) -> registry.Decision:
     parts = split(load(config.data), config.data, config.task)
     # The best score there is: only the reproducibility policy can keep it back.
     best = {config.promotion.metric: 1.0 if config.task == "classification" else 0.0}
-    return registry.gate(MlflowClient(), best, parts.x_test, parts.y_test, config, not_reproducible)
+    return promotion_gate.decide(
+        MlflowClient(), best, parts.x_test, parts.y_test, config, not_reproducible
+    )
 
 
 def with_policy(config: Config, policy: str) -> Config:

@@ -2,7 +2,7 @@
 
 from ..config import Config, registered_model_uri
 from ..core import data
-from ..store import registry, tracking
+from ..store import gate, tracking
 
 
 def evaluate(
@@ -12,4 +12,4 @@ def evaluate(
     uri = registered_model_uri(version) if version else registered_model_uri(alias=alias)
     tracking.setup()
     parts = data.split(data.load(config.data), config.data, config.task)
-    return registry.score_version(uri, parts.x_test, parts.y_test, config.task)
+    return gate.score_version(uri, parts.x_test, parts.y_test, config.task)

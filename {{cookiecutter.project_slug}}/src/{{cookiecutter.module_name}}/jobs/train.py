@@ -10,7 +10,7 @@ from ..core import data
 from ..core.evaluation import Evaluation, fit_and_evaluate
 from ..core.pipeline import build_pipeline, estimator_params
 from ..core.profile import Profile, build_profile
-from ..store import registry, tracking, versioning
+from ..store import gate, registry, tracking, versioning
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def train(config: Config, tags: dict[str, str] | None = None) -> registry.TrainR
         model_info = tracking.log_model(
             model, parts.x_train, profile_of(model, parts, evaluation, config)
         )
-        decision = registry.gate(
+        decision = gate.decide(
             client, evaluation.metrics, parts.x_test, parts.y_test, config, not_reproducible
         )
 

@@ -1,4 +1,4 @@
-"""Registry: register each model, promote it to @champion only if it is better, roll back.
+"""Registry: register each model, move its aliases (promote, roll back), export a version.
 
 Promotion and rollback move aliases; no version is ever deleted, but for one whose
 registration failed half-way (`register`).
@@ -9,17 +9,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import mlflow.artifacts
 import mlflow.sklearn
-import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from ..config import MODEL_INFO_FILE, PROJECT_SLUG, Config, Task, registered_model_uri
-from ..core.evaluation import evaluate, is_better
+from ..config import MODEL_INFO_FILE, PROJECT_SLUG, registered_model_uri
 from ..errors import RegistryError
 
 CHAMPION = "champion"
@@ -83,74 +80,6 @@ def version_by_alias(
         if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in error.message.lower():
             return None
         raise
-
-
-def gate(
-    client: MlflowClient,
-    candidate_metrics: dict[str, float],
-    x_test: pd.DataFrame,
-    y_test: pd.Series,
-    config: Config,
-    not_reproducible: str | None = None,
-) -> Decision:
-    """Compare a candidate with the champion on the same evaluation data.
-
-    A candidate whose run could not be rebuilt (`not_reproducible` says why) is kept
-    back with `promotion.unreproducible = "refuse"`, and flagged with "warn".
-    """
-    if not_reproducible and config.promotion.unreproducible == "refuse":
-        return Decision(
-            False,
-            f"its run cannot be reproduced ({not_reproducible}) and promotion.unreproducible "
-            "is 'refuse': fix that and train again, or `make promote VERSION=<n>`",
-        )
-    decision = _compare(client, candidate_metrics, x_test, y_test, config)
-    if not_reproducible:
-        return Decision(
-            decision.promote, f"{decision.reason} (not reproducible: {not_reproducible})"
-        )
-    return decision
-
-
-def _compare(
-    client: MlflowClient,
-    candidate_metrics: dict[str, float],
-    x_test: pd.DataFrame,
-    y_test: pd.Series,
-    config: Config,
-) -> Decision:
-    metric, margin = config.promotion.metric, config.promotion.margin
-    champion = version_by_alias(client, CHAMPION)
-    if champion is None:
-        return Decision(True, "there is no champion yet")
-    if metric not in candidate_metrics:
-        return Decision(False, f"the new model has no {metric!r} on this data")
-    try:
-        uri = registered_model_uri(champion.version)
-        champion_score = score_version(uri, x_test, y_test, config.task)[metric]
-    except Exception as error:  # fail closed: an untested model never replaces the champion
-        return Decision(
-            False,
-            f"champion v{champion.version} cannot score this data ({error}), so the new model "
-            "was not compared: compare them yourself, then `make promote VERSION=<n>`",
-        )
-    score = candidate_metrics[metric]
-    verdict = (
-        "beats"
-        if is_better(metric, config.task, score, champion_score, margin)
-        else "does not beat"
-    )
-    reason = (
-        f"{metric} {score:.4f} {verdict} champion v{champion.version}'s {champion_score:.4f} "
-        f"by the margin {margin}"
-    )
-    return Decision(verdict == "beats", reason)
-
-
-def score_version(uri: str, x: pd.DataFrame, y: pd.Series, task: Task) -> dict[str, float]:
-    """The metrics of the registered version at `uri` on the rows (x, y)."""
-    model: Any = mlflow.sklearn.load_model(uri)
-    return evaluate(model, x, y, task, plots=False).metrics
 
 
 def existing_version(client: MlflowClient, version: str) -> ModelVersion:
