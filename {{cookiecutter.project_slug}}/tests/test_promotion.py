@@ -181,7 +181,11 @@ def server_gone(*args: object, **kwargs: object) -> None:
 # Each step after the fit where a tracking server may go away, and the run's status then.
 STEPS = {
     "gate": (gate, "decide", "FAILED"),
-    "registration": (mlflow, "register_model", "FINISHED"),  # the gate's reason tag with it
+    "registration": (
+        MlflowClient,
+        "create_model_version",
+        "FINISHED",
+    ),  # the gate's reason tag with it
     "challenger alias": (MlflowClient, "set_registered_model_alias", "FINISHED"),
     "promotion": (registry, "promote", "FINISHED"),
 }

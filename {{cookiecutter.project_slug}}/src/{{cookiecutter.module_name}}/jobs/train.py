@@ -64,7 +64,7 @@ def train(config: Config, tags: dict[str, str] | None = None) -> registry.TrainR
             client, evaluation.metrics, parts.x_test, parts.y_test, config, not_reproducible
         )
 
-    version = registry.register(client, model_info.model_uri, decision)
+    version = registry.register(client, model_info, decision)
     log.info(
         "Version %s %s: %s.",
         version.version,

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.artifacts
-import mlflow.sklearn
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
 
 from ..config import MODEL_INFO_FILE, PROJECT_SLUG, registered_model_uri
 from ..errors import RegistryError
@@ -35,7 +35,7 @@ class Decision:
     reason: str
 
 
-def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelVersion:
+def register(client: MlflowClient, model: ModelInfo, decision: Decision) -> ModelVersion:
     """Register a finished run's model as a new version, as the gate decided.
 
     The version is created with the gate's reason as a tag (one request: no version
@@ -45,9 +45,11 @@ def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelV
     the version to delete.
     """
     held = {alias: version_by_alias(client, alias) for alias in (CHALLENGER, CHAMPION, PREVIOUS)}
-    model_version = mlflow.register_model(
-        model_uri, PROJECT_SLUG, tags={PROMOTION_TAG: decision.reason}
-    )
+    ensure_registered_model(client)
+    model_version = client.create_model_version(
+        PROJECT_SLUG, model.model_uri, model.run_id, tags={PROMOTION_TAG: decision.reason},
+        model_id=model.model_id,
+    )  # fmt: skip
     version = str(model_version.version)
     try:
         client.set_registered_model_alias(PROJECT_SLUG, CHALLENGER, version)
@@ -68,6 +70,15 @@ def register(client: MlflowClient, model_uri: str, decision: Decision) -> ModelV
             ) from error
         raise
     return model_version
+
+
+def ensure_registered_model(client: MlflowClient) -> None:
+    """Create the registered model at its first version; it exists from then on."""
+    try:
+        client.create_registered_model(PROJECT_SLUG)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
 
 
 def version_by_alias(
