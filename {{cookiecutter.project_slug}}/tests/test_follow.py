@@ -357,7 +357,7 @@ def test_the_shadow_scores_every_row_and_its_agreement_on_metrics_is_the_logs(
     [window] = monitor(tmp_path, outcomes, settings_of_monitor, task).windows
     shadow = [shadow for _, shadow in pairs]
     kind = str if task == "classification" else float
-    classes = reference_profile(PROJECT_SLUG, "1")["classes"] or []
+    classes = reference_profile(PROJECT_SLUG, "1").classes or []
     on_outcomes = label_metrics(
         task, pd.Series([a for a, _ in pairs]).astype(kind), pd.Series(shadow).astype(kind), classes
     )[str(settings_of_monitor.metric)]

@@ -24,7 +24,16 @@ from {{ cookiecutter.module_name }}.config import (
     registered_model_uri,
 )
 from {{ cookiecutter.module_name }}.core.evaluation import GREATER_IS_BETTER
-from {{ cookiecutter.module_name }}.core.profile import PROFILE_PATH, read_profile
+from {{ cookiecutter.module_name }}.core.profile import (
+    PROFILE_PATH,
+    CategoricalBins,
+    NumericBins,
+    Profile,
+    build_profile,
+    read_profile,
+    write_profile,
+)
+from {{ cookiecutter.module_name }}.errors import ModelError
 from {{ cookiecutter.module_name }}.jobs.monitor import windows
 from {{ cookiecutter.module_name }}.jobs.monitor.monitor import RETRAIN_EXIT_STATUS
 from {{ cookiecutter.module_name }}.jobs.monitor.report import caption, figures, html_report
@@ -42,7 +51,7 @@ from {{ cookiecutter.module_name }}.store.registry import TrainResult
 PSI_THRESHOLD = 0.2
 
 
-def profile_of(uri: str) -> dict[str, object]:
+def profile_of(uri: str) -> Profile:
     return read_profile(Path(mlflow.artifacts.download_artifacts(f"{uri}/{PROFILE_PATH}")))
 
 
@@ -56,12 +65,32 @@ def test_the_profile_travels_inside_the_registered_model(
     features = pd.read_csv(config.data.path).drop(columns=TARGET).columns
 
     assert exported == profile
-    assert set(profile["features"]) == set(features)  # type: ignore[arg-type]
-    for bins in profile["features"].values():  # type: ignore[attr-defined]
-        assert sum(bins["shares"]) == pytest.approx(1)
-    assert set(profile["features"]["colour"]["categories"]) == {"red", "green", "blue"}  # type: ignore[index]
-    assert profile["features"]["size"]["kind"] == "numeric"  # type: ignore[index]
-    assert profile["metrics"] == pytest.approx(trained.metrics)
+    assert set(profile.features) == set(features)
+    for bins in profile.features.values():
+        assert sum(bins.shares) == pytest.approx(1)
+    colour, size = profile.features["colour"], profile.features["size"]
+    assert isinstance(colour, CategoricalBins)
+    assert isinstance(size, NumericBins)
+    assert set(colour.categories) == {"red", "green", "blue"}
+    assert profile.metrics == pytest.approx(trained.metrics)
+
+
+def test_a_profile_of_another_shape_is_refused_when_read_naming_its_file(
+    tmp_path: Path,
+) -> None:
+    frame = pd.DataFrame({"size": [1.0, 2.0, 3.0], "colour": ["red", "blue", "red"]})
+    written = write_profile(
+        build_profile(frame, [0, 1, 0], {"f1": 0.5}, "classification", [0, 1]), tmp_path
+    )
+    assert read_profile(written) == build_profile(
+        frame, [0, 1, 0], {"f1": 0.5}, "classification", [0, 1]
+    )
+    data = json.loads(written.read_text())
+    data["features"]["size"]["kind"] = "histogram"
+    written.write_text(json.dumps(data))
+
+    with pytest.raises(ModelError, match=rf"{written}.*features.*retrain"):
+        read_profile(written)
 
 
 def serve(**settings: object) -> TestClient:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .profile import Profile, bin_counts
+from .profile import CategoricalBins, NumericBins, Profile, bin_counts
 
 # A bin with no rows gets this share instead, so that ln(a / e) stays finite.
 EMPTY_SHARE = 1e-4
@@ -52,26 +52,27 @@ def as_numbers(values: Any) -> np.ndarray:
     return pd.to_numeric(pd.Series(array), errors="coerce").to_numpy(dtype=float)
 
 
-def count_column(values: Any, bins: dict[str, Any]) -> ColumnCounts:
+def count_column(values: Any, bins: NumericBins | CategoricalBins) -> ColumnCounts:
     """Count values into a column's reference bins."""
-    if bins["kind"] == "numeric":
+    if isinstance(bins, NumericBins):
         numbers = as_numbers(values)
         missing = np.isnan(numbers)
         present = numbers[~missing]
-        edges = np.asarray(bins["edges"], dtype=float)
+        edges = np.asarray(bins.edges, dtype=float)
         counts = bin_counts(edges, present)
         unseen = 0
-        if bins["min"] is not None:
-            unseen = int(((present < bins["min"]) | (present > bins["max"])).sum())
+        if bins.min is not None and bins.max is not None:
+            unseen = int(((present < bins.min) | (present > bins.max)).sum())
         return ColumnCounts(np.append(counts, missing.sum()).astype(np.int64), unseen)
     series = pd.Series(values, dtype=object)
     missing = series.isna().to_numpy()
     labels = series[~missing].astype(str)
-    categories = bins["categories"]
-    codes = pd.Categorical(labels, categories=categories).codes.astype(np.int64)
+    categories = bins.categories
+    # -1 for a label of no category (pandas 4 will refuse those in a Categorical).
+    codes = pd.Index(categories).get_indexer(labels).astype(np.int64)
     codes[codes < 0] = len(categories)  # "other"
     counts = np.bincount(codes, minlength=len(categories) + 1)
-    unseen = 0 if bins["seen"] is None else int((~labels.isin(bins["seen"])).sum())
+    unseen = 0 if bins.seen is None else int((~labels.isin(bins.seen)).sum())
     return ColumnCounts(np.append(counts, missing.sum()).astype(np.int64), unseen)
 
 
@@ -120,11 +121,11 @@ def count(frame: pd.DataFrame, predictions: Any, profile: Profile) -> Counts:
     """Count a frame's rows and their predictions into the profile's bins."""
     features = {
         name: count_column(frame[name].to_numpy(), bins)
-        for name, bins in profile["features"].items()
+        for name, bins in profile.features.items()
         if name in frame.columns
     }
     values = np.asarray(predictions)
-    prediction = count_column(values, profile["prediction"]) if values.ndim == 1 else None
+    prediction = count_column(values, profile.prediction) if values.ndim == 1 else None
     return Counts(len(frame), features, prediction)
 
 
@@ -147,12 +148,12 @@ class ColumnDrift:
     unseen_share: float
 
 
-def column_drift(counts: ColumnCounts, bins: dict[str, Any]) -> ColumnDrift:
+def column_drift(counts: ColumnCounts, bins: NumericBins | CategoricalBins) -> ColumnDrift:
     """The drift scores of a column's counts."""
     total = int(counts.bins.sum())
     present = total - int(counts.bins[-1])
     return ColumnDrift(
-        psi(counts.bins, bins["shares"]),
+        psi(counts.bins, bins.shares),
         counts.bins[-1] / total if total else 0.0,
         counts.unseen / present if present else 0.0,
     )
@@ -161,11 +162,11 @@ def column_drift(counts: ColumnCounts, bins: dict[str, Any]) -> ColumnDrift:
 def drift(counts: Counts, profile: Profile) -> tuple[dict[str, ColumnDrift], ColumnDrift | None]:
     """The drift of every feature, and of the predictions."""
     features = {
-        name: column_drift(column, profile["features"][name])
+        name: column_drift(column, profile.features[name])
         for name, column in counts.features.items()
-        if name in profile["features"]
+        if name in profile.features
     }
     prediction = None
     if counts.prediction is not None:
-        prediction = column_drift(counts.prediction, profile["prediction"])
+        prediction = column_drift(counts.prediction, profile.prediction)
     return features, prediction

@@ -149,7 +149,7 @@ class LiveDrift(Collector):
             [((), dropped)],
         )
         features, prediction = drift(counts, self.profile)
-        kinds = {name: bins["kind"] for name, bins in self.profile["features"].items()}
+        kinds = {name: bins.kind for name, bins in self.profile.features.items()}
         psi = [((name,), d.psi) for name, d in features.items() if d.psi is not None]
         yield gauge(
             "feature_drift_psi",

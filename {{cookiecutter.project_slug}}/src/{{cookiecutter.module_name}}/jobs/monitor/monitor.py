@@ -155,7 +155,7 @@ def monitor(
         model,
         version,
         str(settings.metric),
-        profile["metrics"].get(str(settings.metric)),
+        profile.metrics.get(str(settings.metric)),
         windows,
         retrain,
         verdict,

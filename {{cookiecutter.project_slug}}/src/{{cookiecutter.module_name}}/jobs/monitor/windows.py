@@ -178,8 +178,8 @@ def score_window(
     if len(known) >= MIN_OUTCOMES:
         kind = str if task == "classification" else float
         actual, predicted = known["actual"].astype(kind), known["prediction"].astype(kind)
-        window.metric = label_metrics(task, actual, predicted, profile["classes"] or [])[metric]
-    judge(window, profile["metrics"].get(metric), settings, task)
+        window.metric = label_metrics(task, actual, predicted, profile.classes or [])[metric]
+    judge(window, profile.metrics.get(metric), settings, task)
     if "shadow" in rows:
         compare_shadow(window, rows, profile, metric, task)
     return window
@@ -203,9 +203,7 @@ def compare_shadow(
     known = shadowed.dropna(subset=["actual"])
     if len(known) >= MIN_OUTCOMES:
         actual, predicted = known["actual"].astype(kind), known["shadow"].astype(kind)
-        window.shadow_metric = label_metrics(task, actual, predicted, profile["classes"] or [])[
-            metric
-        ]
+        window.shadow_metric = label_metrics(task, actual, predicted, profile.classes or [])[metric]
 
 
 def judge(window: Window, baseline: float | None, settings: MonitoringConfig, task: Task) -> None:
