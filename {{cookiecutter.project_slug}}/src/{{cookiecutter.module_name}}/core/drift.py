@@ -69,7 +69,7 @@ def count_column(values: Any, bins: NumericBins | CategoricalBins) -> ColumnCoun
     labels = series[~missing].astype(str)
     categories = bins.categories
     # -1 for a label of no category (pandas 4 will refuse those in a Categorical).
-    codes = pd.Index(categories).get_indexer(labels).astype(np.int64)
+    codes = pd.Index(categories).get_indexer(pd.Index(labels)).astype(np.int64)
     codes[codes < 0] = len(categories)  # "other"
     counts = np.bincount(codes, minlength=len(categories) + 1)
     unseen = 0 if bins.seen is None else int((~labels.isin(bins.seen)).sum())
