@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 PREDICTION_ID_HEADER = "X-Prediction-ID"
 # The registered version that made the predictions (the alias may move between requests).
 MODEL_VERSION_HEADER = "X-Model-Version"
+# Their names as the server writes them (ASGI: lowercase bytes), encoded once.
+RAW_NAMES = PREDICTION_ID_HEADER.lower().encode(), MODEL_VERSION_HEADER.lower().encode()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -142,8 +144,12 @@ def add_scoring_routes(router: FastAPI, service: Service, settings: ServingConfi
             return refusal(exc, settings.request_timeout_s)
         response = predictions_response(scored.predictions)
         # Row n of the request is "<id>-<n>" in the inference log and in outcomes.
-        response.headers[PREDICTION_ID_HEADER] = request_id
-        response.headers[MODEL_VERSION_HEADER] = scored.version or ""
+        # As `response.headers[name] = value` would, without its lowercasing and scans.
+        id_name, version_name = RAW_NAMES
+        response.raw_headers += [
+            (id_name, request_id.encode()),
+            (version_name, (scored.version or "").encode()),
+        ]
         return response
 
 

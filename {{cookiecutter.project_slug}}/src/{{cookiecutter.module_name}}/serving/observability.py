@@ -73,6 +73,9 @@ class Metrics:
             buckets=VALUE_BUCKETS,
             registry=self.registry,
         )
+        # Labelled series, kept once looked up: `.labels()` costs more than counting.
+        self.request_series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self.class_series: dict[Any, Counter] = {}
         self.declare_health()
 
     def declare_health(self) -> None:
@@ -194,6 +197,16 @@ class Metrics:
             registry=self.registry,
         )
 
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count a request and its latency; each series is looked up once, then kept."""
+        key = route, method, status
+        if (series := self.request_series.get(key)) is None:
+            series = self.requests.labels(route, method, str(status)), self.latency.labels(route)
+            self.request_series[key] = series
+        requests, latency = series
+        requests.inc()
+        latency.observe(seconds)
+
     def observe_role(self, role: str, seconds: float, failed: int, requests: int) -> None:
         """Count a batch one model scored: its time, its requests that succeeded and failed."""
         latency, succeeded, failures = self.role_series[role]
@@ -213,7 +226,9 @@ class Metrics:
                 self.values.observe(value)
         else:
             for label, count in collections.Counter(values.tolist()).items():
-                self.classes.labels(str(label)).inc(count)
+                if (series := self.class_series.get(label)) is None:
+                    series = self.class_series[label] = self.classes.labels(str(label))
+                series.inc(count)
 
     def add(self, collector: Collector) -> None:
         """Add metrics computed at each scrape (live drift), once for the whole server."""
@@ -276,8 +291,7 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - started
             route = scope["path"] if scope["path"] in self.routes else "other"
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self.metrics.observe_request(route, scope["method"], status, elapsed)
             client = scope.get("client")
             entry = {
                 "time": datetime.now(UTC).isoformat(timespec="milliseconds"),

@@ -182,9 +182,18 @@ def split_rows(split: Any, schema: Schema | None) -> Rows:
                 f"Row {number} of `dataframe_split` must be a list of {len(columns)} values, "
                 "one per column."
             )
-    if any(isinstance(column, list | dict) for column in columns):
-        # MLflow's server fails (500): pandas cannot hash such a name.
-        raise PayloadError("The names in `columns` of `dataframe_split` must be text.")
+    try:  # one set of the names: the common case (all distinct) costs nothing more
+        distinct = len(set(columns)) == len(columns)
+    except TypeError:  # a list or an object: MLflow's server fails (500), pandas cannot hash it
+        raise PayloadError("The names in `columns` of `dataframe_split` must be text.") from None
+    if not distinct:
+        refuse_model_columns_twice(split, schema)
+    return [dict(zip(columns, row, strict=True)) for row in data]
+
+
+def refuse_model_columns_twice(split: dict[str, Any], schema: Schema | None) -> None:
+    """Refuse a `dataframe_split` that names a column of the model twice, as MLflow does."""
+    columns = split["columns"]
     inputs = set(schema.input_names()) if schema is not None and schema.has_input_names() else set()
     names = Counter(column for column in columns if isinstance(column, str) and column in inputs)
     if twice := sorted(name for name, count in names.items() if count > 1):
@@ -196,7 +205,6 @@ def split_rows(split: Any, schema: Schema | None) -> Rows:
             f"Columns of the model given more than once in `dataframe_split`: {twice}.",
             code="INVALID_PARAMETER_VALUE",
         )
-    return [dict(zip(columns, row, strict=True)) for row in data]
 
 
 def parse_json(body: bytes, schema: Schema | None) -> Rows:
