@@ -20,7 +20,7 @@ BENCH_DIR ?= .bench
 
 BASE_IMAGE ?= python:3.12-slim
 
-.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving bench-batch bench-swap clean
+.PHONY: help install test test-static lint demo lock mutants bench-train bench-tune bench-docker bench-serving bench-batch bench-swap bench-before-after clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -93,6 +93,16 @@ bench-swap: install ## A server following its alias, steady against swapping ver
 	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/swap" .
 	$(MAKE) -C "$(BENCH_DIR)/swap/customer-churn" install data
 	$(RUN) python benchmarks/hot_swap.py "$(BENCH_DIR)/swap/customer-churn"
+
+bench-before-after: install ## Serving throughput of the working tree against BEFORE=<git ref>'s, side by side (needs wrk)
+	@test -n "$(BEFORE)" || { echo "Give the commit to compare with: make bench-before-after BEFORE=<git ref>" >&2; exit 2; }
+	rm -rf "$(BENCH_DIR)/ab" && mkdir -p "$(BENCH_DIR)/ab/template-before" "$(BENCH_DIR)/ab/before" "$(BENCH_DIR)/ab/after"
+	git archive "$(BEFORE)" | tar -x -C "$(BENCH_DIR)/ab/template-before"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/ab/before" "$(BENCH_DIR)/ab/template-before"
+	$(RUN) cookiecutter --no-input --output-dir "$(BENCH_DIR)/ab/after" .
+	$(MAKE) -C "$(BENCH_DIR)/ab/before/customer-churn" install train
+	$(MAKE) -C "$(BENCH_DIR)/ab/after/customer-churn" install train
+	$(RUN) python benchmarks/before_after.py "$(BENCH_DIR)/ab/before/customer-churn" "$(BENCH_DIR)/ab/after/customer-churn"
 
 clean: ## Remove the demo project, benchmark bakes and caches
 	rm -rf "$(DEMO_DIR)" "$(BENCH_DIR)" .pytest_cache .ruff_cache .test-artifacts

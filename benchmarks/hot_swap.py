@@ -134,9 +134,12 @@ def serve(project: Path, slug: str, port: int, refresh: str, log: Path) -> subpr
             time.sleep(0.3)
 
 
-def wrk(port: int, body: Path, script: Path) -> dict[str, float]:
+def wrk(
+    port: int, body: Path, script: Path, connections: int = 16, seconds: int = SECONDS
+) -> dict[str, float]:
+    """wrk's summary of POSTing `body` to /invocations: req/s, p50 and p99 (ms), errors."""
     output = subprocess.run(
-        ["wrk", "-t1", "-c16", f"-d{SECONDS}s", "-s", str(script), f"http://127.0.0.1:{port}/invocations"],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"http://127.0.0.1:{port}/invocations"],
         env={**os.environ, "BODY_FILE": str(body)}, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     summary = json.loads(output.strip().splitlines()[-1])
