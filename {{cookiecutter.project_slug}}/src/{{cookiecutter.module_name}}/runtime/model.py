@@ -78,6 +78,14 @@ class ServedModel:
         return read_profile(path)
 
 
+def alias_version(uri: str) -> str | None:
+    """The version that `models:/<name>@<alias>` names now; None for a URI without an alias."""
+    name, _, alias = uri.removeprefix(REGISTERED).partition("@")
+    if not uri.startswith(REGISTERED) or not alias:
+        return None
+    return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+
+
 def describe_model(uri: str) -> ServedModel:
     """Name, version and signature of the model at `uri`; the tracking URI must be set."""
     name = version = None
@@ -89,7 +97,7 @@ def describe_model(uri: str) -> ServedModel:
     elif uri.startswith(REGISTERED):
         name, _, alias = uri.removeprefix(REGISTERED).partition("@")
         if alias:
-            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            version = alias_version(uri)
         else:
             name, _, version = name.partition("/")
         pinned = registered_model_uri(version, name=name)

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Protocol
 
-from ..runtime.model import REGISTERED, ServedModel, describe_model
+from ..runtime.model import REGISTERED, ServedModel, alias_version, describe_model
 from ..settings import ServingConfig
 from .loaded import Loaded, discard, warm
 
@@ -83,8 +83,12 @@ class Follower:
 
     async def check(self) -> None:
         """Swap to the alias' version if it is new and sound."""
+        known = (self.service.current_version(), self.refused)
+        # The alias alone first: most checks find it where it was, with one registry query.
+        if await asyncio.to_thread(alias_version, self.service.uri) in known:
+            return
         named = await asyncio.to_thread(describe_model, self.service.uri)
-        if named.version in (self.service.current_version(), self.refused):
+        if named.version in known:  # moved back meanwhile
             return
         log.info("%s now names version %s: loading it.", self.service.uri, named.version)
         try:
