@@ -10,7 +10,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlflow
 import pandas as pd
@@ -34,6 +34,7 @@ from {{ cookiecutter.module_name }}.jobs.rollout.guardrails import (
 )
 from {{ cookiecutter.module_name }}.jobs.rollout.readings import Reading, Servers
 from {{ cookiecutter.module_name }}.jobs.train import train
+from {{ cookiecutter.module_name }}.runtime.inference_log import CANARY_PATTERN
 from {{ cookiecutter.module_name }}.serving.canary import prediction_bins, routed
 from {{ cookiecutter.module_name }}.store.canary import CANARY, ROLLOUT_TAG, canary_state
 from {{ cookiecutter.module_name }}.store.registry import (
@@ -313,15 +314,19 @@ def versions(tmp_path_factory: pytest.TempPathFactory, config: Config) -> Iterat
 
 
 @pytest.fixture(scope="module")
+def inference_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The servers' inference log: the champion's files and the canary's."""
+    return tmp_path_factory.mktemp("inference-log")
+
+
+@pytest.fixture(scope="module")
 def servers(
-    versions: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    versions: dict[str, str], tmp_path_factory: pytest.TempPathFactory, inference_logs: Path
 ) -> Iterator[list[int]]:
     """Two servers following @champion and its rollouts, checking the registry often."""
     logs = tmp_path_factory.mktemp("rollout-servers")
-    with (
-        server(logs / "a.log", MODEL_REFRESH_S="0.3") as (_, a),
-        server(logs / "b.log", MODEL_REFRESH_S="0.3") as (_, b),
-    ):
+    env = {"MODEL_REFRESH_S": "0.3", "INFERENCE_LOG_DIR": str(inference_logs)}
+    with server(logs / "a.log", **env) as (_, a), server(logs / "b.log", **env) as (_, b):
         yield [a, b]
 
 
@@ -349,6 +354,16 @@ def wait_until(condition: Any, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+class Answer(NamedTuple):
+    """A request's answer: where from, its status, version, prediction id and prediction."""
+
+    port: int
+    status: int
+    version: str
+    prediction_id: str
+    prediction: Any
+
+
 class Load:
     """Clients sending one row a request to every server until stopped; every answer kept."""
 
@@ -358,7 +373,7 @@ class Load:
             for n in range(len(rows))
         ]
         self.ports, self.stop = ports, threading.Event()
-        self.answers: list[tuple[int, int, str]] = []  # port, status, version
+        self.answers: list[Answer] = []
         self.threads = [threading.Thread(target=self.send, args=(n,)) for n in range(clients)]
 
     def send(self, seed: int) -> None:
@@ -372,11 +387,14 @@ class Load:
             )  # fmt: skip
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
+                    [prediction] = json.loads(response.read())["predictions"]
+                    headers = response.headers
                     self.answers.append(
-                        (port, response.status, response.headers["X-Model-Version"])
-                    )
+                        Answer(port, response.status, headers["X-Model-Version"],
+                               headers["X-Prediction-ID"], prediction)
+                    )  # fmt: skip
             except urllib.error.HTTPError as error:
-                self.answers.append((port, error.code, ""))
+                self.answers.append(Answer(port, error.code, "", "", None))
 
     def __enter__(self) -> "Load":
         for thread in self.threads:
@@ -429,7 +447,11 @@ def rollout_run(client: MlflowClient, version: str) -> Any:
 @pytest.mark.integration
 @pytest.mark.both_tasks
 def test_a_sound_version_is_promoted_after_every_step_on_both_servers(
-    client: MlflowClient, versions: dict[str, str], servers: list[int], config: Config
+    client: MlflowClient,
+    versions: dict[str, str],
+    servers: list[int],
+    config: Config,
+    inference_logs: Path,
 ) -> None:
     version = versions["sound"]
 
@@ -441,12 +463,17 @@ def test_a_sound_version_is_promoted_after_every_step_on_both_servers(
     assert str(version_by_alias(client, PREVIOUS).version) == "1"  # type: ignore[union-attr]
     assert canary_state(client) is None
     assert client.get_model_version(PROJECT_SLUG, version).tags[ROLLOUT_TAG].startswith("promoted")
-    assert [status for _, status, _ in answers if status != 200] == []
+    assert [answer.status for answer in answers if answer.status != 200] == []
+    assert {answer.version for answer in answers} <= {"1", version}
     # Each server answered its share with the canary, the rest with the champion.
     for port in servers:
-        answered = [v for p, _, v in answers if p == port]
+        answered = [answer.version for answer in answers if answer.port == port]
         assert version in answered, port
         assert "1" in answered, port
+    # The canary's answers are in its log; after the promotion the champion gives them.
+    logged = canary_log(inference_logs, answers)
+    assert logged
+    assert {answer.prediction_id for answer in answers if answer.version == "1"}.isdisjoint(logged)
     run = rollout_run(client, version)
     assert run.data.tags["verdict"] == "promoted"
     history = client.get_metric_history(run.info.run_id, "share")
@@ -456,14 +483,16 @@ def test_a_sound_version_is_promoted_after_every_step_on_both_servers(
 @pytest.mark.integration
 @pytest.mark.both_tasks
 def test_a_version_trained_on_shuffled_labels_is_rolled_back_at_the_first_step(
-    client: MlflowClient, versions: dict[str, str], servers: list[int], config: Config, task: str
+    client: MlflowClient,
+    versions: dict[str, str],
+    servers: list[int],
+    config: Config,
+    task: str,
+    inference_logs: Path,
 ) -> None:
+    guardrail = "agreement" if task == "classification" else "relative delta"
     assert_rolled_back(
-        client,
-        versions["shuffled labels"],
-        servers,
-        config,
-        "agreement" if task == "classification" else "relative delta",
+        client, versions["shuffled labels"], servers, config, guardrail, inference_logs
     )
 
 
@@ -478,12 +507,32 @@ def test_a_slow_or_partly_failing_version_is_rolled_back_without_failing_a_reque
     config: Config,
     damage: str,
     guardrail: str,
+    inference_logs: Path,
 ) -> None:
-    assert_rolled_back(client, versions[damage], servers, config, guardrail)
+    assert_rolled_back(client, versions[damage], servers, config, guardrail, inference_logs)
+
+
+def canary_log(directory: Path, answers: list[Answer]) -> dict[str, Any]:
+    """The canary's lines for these answers, by prediction id; each the answer given."""
+    given = {answer.prediction_id: answer for answer in answers}
+    logged = {}
+    for path in directory.glob(CANARY_PATTERN):
+        for line in map(json.loads, path.read_text().splitlines()):
+            prediction_id = line["id"].removesuffix("-0")  # one row a request
+            if (answer := given.get(prediction_id)) is not None:
+                assert line["canary_version"] == answer.version, (line, answer)
+                assert line["canary_prediction"] == pytest.approx(answer.prediction), line
+                logged[prediction_id] = line
+    return logged
 
 
 def assert_rolled_back(
-    client: MlflowClient, version: str, servers: list[int], config: Config, guardrail: str
+    client: MlflowClient,
+    version: str,
+    servers: list[int],
+    config: Config,
+    guardrail: str,
+    inference_logs: Path,
 ) -> None:
     ended_before = [rollbacks(port) for port in servers]
 
@@ -497,7 +546,13 @@ def assert_rolled_back(
     tag = client.get_model_version(PROJECT_SLUG, version).tags[ROLLOUT_TAG]
     assert tag.startswith("rolled back")
     # No request failed, the canary's included: the champion answers where it fails.
-    assert [status for _, status, _ in answers if status != 200] == []
+    assert [answer.status for answer in answers if answer.status != 200] == []
+    # Every answer names its version, those the canary gave as it ended too.
+    assert {answer.version for answer in answers} <= {"1", version}
+    # The canary's log holds exactly the requests it answered, with its answers.
+    canary_answered = {answer.prediction_id for answer in answers if answer.version == version}
+    assert canary_answered
+    assert set(canary_log(inference_logs, answers)) == canary_answered
     # Every server counts the rollback once, and gives the canary no more requests.
     for port, before in zip(servers, ended_before, strict=True):
         wait_until(lambda port=port, before=before: rollbacks(port) == before + 1)

@@ -11,7 +11,9 @@ One line a row:
      "features": {...}, "prediction": ...}
 A shadow (SHADOW_ALIAS) writes its own files (`shadow-*.jsonl`), a line per row it
 scored, with the same id: {"id": ..., "time": ..., "model": ..., "shadow_version": ...,
-"shadow_prediction": ...}.
+"shadow_prediction": ...}. So does a rollout's canary (`canary-*.jsonl`,
+"canary_version", "canary_prediction"): the rows it answered, with the answer given
+(the served model's line for the same id is what the champion predicted beside it).
 """
 
 import json
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 FILES = 10
 PATTERN = "inference-*.jsonl"
 SHADOW_PATTERN = "shadow-*.jsonl"
+CANARY_PATTERN = "canary-*.jsonl"
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,9 @@ class LogSettings:
     max_bytes: int
     model: str
     version: str
-    # The shadow's log: its own files, its version and prediction beside the row's id.
-    shadow: bool = False
+    # "inference" (the served model), or "shadow" or "canary": a log of its own files,
+    # their version and prediction beside the row's id.
+    kind: str = "inference"
 
 
 class InferenceLog:
@@ -52,8 +56,7 @@ class InferenceLog:
     def __init__(self, settings: LogSettings) -> None:
         self.settings = settings
         settings.directory.mkdir(parents=True, exist_ok=True)
-        kind = "shadow" if settings.shadow else "inference"
-        self.prefix = f"{kind}-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
+        self.prefix = f"{settings.kind}-{socket.gethostname()}-{os.getpid()}-{int(time.time())}"
         self.files: list[Path] = []
         self.file: IO[str] | None = None
         self.written = 0
@@ -108,11 +111,11 @@ class InferenceLog:
             self.file.flush()
 
     def line(self, row_id: str, stamp: str, features: Any, prediction: Any) -> dict[str, Any]:
-        """One row's line: the served model's, or the shadow's beside it."""
-        if self.settings.shadow:
+        """One row's line: the served model's, or the shadow's or canary's beside it."""
+        if (kind := self.settings.kind) != "inference":
             return {
                 "id": row_id, "time": stamp, "model": self.settings.model,
-                "shadow_version": self.settings.version, "shadow_prediction": prediction,
+                f"{kind}_version": self.settings.version, f"{kind}_prediction": prediction,
             }  # fmt: skip
         return {
             "id": row_id, "time": stamp, "model": self.settings.model,

@@ -24,7 +24,7 @@ from ..runtime.model import REGISTERED, ServedModel
 from ..settings import ServingConfig, tracking_uri
 from ..store.canary import CANARY, canary_state, rollout_outcome
 from .follow import Follower
-from .loaded import Loaded, Scored, close_after_turn, start_process
+from .loaded import Loaded, Scored, close_after_turn, log_settings, start_process
 from .model_process import ModelSettings
 from .observability import VALUE_BUCKETS, Metrics
 
@@ -71,9 +71,13 @@ class Canary:
         return self.current if self.share > 0 else None
 
     async def load(self, model: ServedModel) -> Loaded:
-        """A model process for the canary: the champion, which scores every row, logs them."""
+        """A model process for the canary, logging the rows it answers (`canary-*.jsonl`).
+
+        No live drift of its own: the champion scores every row and counts them.
+        """
+        inference_log = log_settings(self.settings, model, self.uri, kind="canary")
         settings = ModelSettings(
-            model.pinned_uri, None, None, self.settings.fast_predict, tracking_uri()
+            model.pinned_uri, None, inference_log, self.settings.fast_predict, tracking_uri()
         )
         return Loaded(model, await start_process(settings), None)
 
@@ -113,10 +117,17 @@ class Canary:
             await close_after_turn(old)
 
     def answer(
-        self, answers: list[Any], chosen: list[int], champion: list[Any], canary: list[Any]
+        self,
+        answers: list[Any],
+        chosen: list[int],
+        champion: list[Any],
+        canary: list[Any],
+        version: str | None,
     ) -> None:
-        """Answer the chosen requests with the canary's predictions, where it made them."""
-        version = self.current_version()
+        """Answer the chosen requests with the canary's predictions, where it made them.
+
+        `version` is that of the canary that scored them: the rollout may have ended since.
+        """
         for index, outcome in zip(chosen, canary, strict=True):
             if isinstance(outcome, Exception):  # counted by the service; the champion answers
                 log.debug("The canary failed on a request: %s", outcome)

@@ -60,7 +60,7 @@ async def discard(loaded: Loaded) -> None:
 
 
 def log_settings(
-    settings: ServingConfig, model: ServedModel, unnamed: str, shadow: bool = False
+    settings: ServingConfig, model: ServedModel, unnamed: str, kind: str = "inference"
 ) -> LogSettings | None:
     """The inference log of a model process, if INFERENCE_LOG_DIR is set.
 
@@ -70,7 +70,7 @@ def log_settings(
         return None
     budget = int(settings.inference_log_max_mb * 1024 * 1024)
     name, version = model.name or unnamed, model.version or ""
-    return LogSettings(settings.inference_log_dir, budget, name, version, shadow=shadow)
+    return LogSettings(settings.inference_log_dir, budget, name, version, kind=kind)
 
 
 async def close_after_turn(loaded: Loaded) -> None:

@@ -250,7 +250,7 @@ class Service:
         version = current.model.version
         answers = [o if isinstance(o, Exception) else Scored(o, version) for o in outcomes]
         if canary is not None and chosen and self.canary is not None:
-            self.canary.answer(answers, chosen, outcomes, tried)
+            self.canary.answer(answers, chosen, outcomes, tried, canary.model.version)
         return answers
 
     async def score_as(self, role: str, loaded: Loaded, jobs: list[IdentifiedRows]) -> list[Any]:

@@ -95,7 +95,7 @@ class Shadow:
 
     async def load(self, model: ServedModel) -> Loaded:
         """A model process for the shadow: no live drift, its own inference log files."""
-        inference_log = log_settings(self.settings, model, self.uri, shadow=True)
+        inference_log = log_settings(self.settings, model, self.uri, kind="shadow")
         settings = ModelSettings(
             model.pinned_uri, None, inference_log, self.settings.fast_predict, tracking_uri()
         )
