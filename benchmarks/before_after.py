@@ -11,38 +11,16 @@ Prints a Markdown table: the medians of req/s and p99, and the ratio of "after" 
 "before" (above 1: faster now).
 """
 
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from hot_swap import ROW, WRK_SCRIPT, free_port, python, wrk
+from hot_swap import ROW, WRK_SCRIPT, free_port, python, start_server, wrk
 
 ROUNDS = 3
 SECONDS = 10
 CONNECTIONS = (1, 16)
-
-
-def serve(project: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """The project's `serve` of its champion on `port`, once it answers /health."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(project / ".venv" / "bin" / project.name), "serve", "--port", str(port)],
-            cwd=project, env=os.environ, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return process
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit(f"{project} did not start:\n{log.read_text()[-3000:]}") from None
-            time.sleep(0.3)
 
 
 def main(before: Path, after: Path) -> None:
@@ -51,7 +29,7 @@ def main(before: Path, after: Path) -> None:
     body.write_text(python(after, ROW))
     script.write_text(WRK_SCRIPT)
     ports = {"before": free_port(), "after": free_port()}
-    servers = [serve(project, ports[name], work / f"{name}.log")
+    servers = [start_server(project, ports[name], work / f"{name}.log")
                for name, project in (("before", before), ("after", after))]  # fmt: skip
     runs: dict[tuple[str, int], list[dict[str, float]]] = {
         (name, connections): [] for name in ports for connections in CONNECTIONS

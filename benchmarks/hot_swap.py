@@ -117,11 +117,19 @@ class AliasMover:
 
 
 def serve(project: Path, slug: str, port: int, refresh: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "MODEL_URI": f"models:/{slug}@{ALIAS}", "MODEL_REFRESH_S": refresh}
+    """`models:/<slug>@bench` served on `port`, checking the registry every `refresh` s."""
+    env = {"MODEL_URI": f"models:/{slug}@{ALIAS}", "MODEL_REFRESH_S": refresh}
+    return start_server(project, port, log, env)
+
+
+def start_server(
+    project: Path, port: int, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """The project's `serve` on `port` (with `env` added), once it answers /health."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(project / ".venv" / "bin" / "customer-churn"), "serve", "--port", str(port)],
-            cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [str(project / ".venv" / "bin" / project.name), "serve", "--port", str(port)],
+            cwd=project, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 120
     while True:
@@ -130,7 +138,7 @@ def serve(project: Path, slug: str, port: int, refresh: str, log: Path) -> subpr
             return process
         except OSError:
             if time.monotonic() > deadline or process.poll() is not None:
-                raise SystemExit(f"the server did not start:\n{log.read_text()[-3000:]}") from None
+                raise SystemExit(f"{project} did not start:\n{log.read_text()[-3000:]}") from None
             time.sleep(0.3)
 
 

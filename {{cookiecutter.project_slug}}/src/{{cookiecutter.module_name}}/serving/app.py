@@ -32,7 +32,8 @@ PREDICTION_ID_HEADER = "X-Prediction-ID"
 # The registered version that made the predictions (the alias may move between requests).
 MODEL_VERSION_HEADER = "X-Model-Version"
 # Their names as the server writes them (ASGI: lowercase bytes), encoded once.
-RAW_NAMES = PREDICTION_ID_HEADER.lower().encode(), MODEL_VERSION_HEADER.lower().encode()
+RAW_PREDICTION_ID = PREDICTION_ID_HEADER.lower().encode()
+RAW_MODEL_VERSION = MODEL_VERSION_HEADER.lower().encode()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -145,10 +146,9 @@ def add_scoring_routes(router: FastAPI, service: Service, settings: ServingConfi
         response = predictions_response(scored.predictions)
         # Row n of the request is "<id>-<n>" in the inference log and in outcomes.
         # As `response.headers[name] = value` would, without its lowercasing and scans.
-        id_name, version_name = RAW_NAMES
         response.raw_headers += [
-            (id_name, request_id.encode()),
-            (version_name, (scored.version or "").encode()),
+            (RAW_PREDICTION_ID, request_id.encode()),
+            (RAW_MODEL_VERSION, (scored.version or "").encode()),
         ]
         return response
 
